@@ -1,0 +1,482 @@
+"""SessionStore, the object users hold, and create_session_store().
+
+The facade validates input, then routes each call to the owning user's actor (by ``user_id``,
+or by session id through the adapter's id index); it never changes a session itself. Reads
+(``get``, ``find``) go straight to the adapter, which holds committed data only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Self, final
+
+import anyio
+import anyio.lowlevel
+
+from ._affinity import SessionSelector
+from ._clock import Clock, check_clock
+from ._supervisor import Supervisor
+from ._turns import (
+    AttachSurface,
+    Create,
+    DetachSurface,
+    Expire,
+    Op,
+    Resolve,
+    Touch,
+    UpdateMetadata,
+    new_session_id,
+)
+from ._validate import (
+    check_aware,
+    check_duration,
+    check_id,
+    check_limit,
+    check_optional_duration,
+    check_optional_id,
+    check_state,
+    freeze_metadata,
+)
+from .adapters.base import SessionStoreAdapter
+from .adapters.memory import InMemorySessionStoreAdapter
+from .errors import InvalidInputError, InvalidTypeError, SessionNotFoundError, StoreClosedError
+from .model import EMPTY_METADATA, Session, SessionQuery, SessionState, StoreStatistics
+
+__all__ = ["SessionStore", "create_session_store"]
+
+_NEW: Final = "new"
+_OPEN: Final = "open"
+_CLOSED: Final = "closed"
+
+#: How long leaving the ``async with`` waits for in-flight calls before cancelling them.
+DRAIN_TIMEOUT: Final = 30.0
+
+
+@final
+class SessionStore:
+    """The session store. Create it with :func:`create_session_store` and use it inside
+    ``async with``; every method is a coroutine and a checkpoint (a cancellation point).
+
+    Cancelling a call either changes nothing (the call was still queued) or lets its effect
+    complete (it was being applied); it never leaves half an effect.
+    """
+
+    def __init__(
+        self,
+        adapter: SessionStoreAdapter,
+        supervisor: Supervisor,
+    ) -> None:
+        self._adapter = adapter
+        self._supervisor = supervisor
+        self._sync = supervisor.sync_adapter
+        self._status = _NEW
+        self._in_flight = 0
+        self._drained: anyio.Event | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._status != _NEW:
+            raise StoreClosedError("a store can be entered only once; create a new one")
+        await self._adapter.open()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self._supervisor.run, task_group)
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            await self._adapter.aclose()
+            raise
+        self._task_group = task_group
+        self._status = _OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._status = _CLOSED
+        task_group = self._task_group
+        assert task_group is not None
+        with anyio.CancelScope(shield=True):
+            # In-flight calls finish (drain); new ones already raise StoreClosedError.
+            if self._in_flight:
+                self._drained = anyio.Event()
+                with anyio.move_on_after(DRAIN_TIMEOUT):
+                    await self._drained.wait()
+        task_group.cancel_scope.cancel()
+        try:
+            await task_group.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            # One plain exception for users where the task group hands over a group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            self._supervisor.close_all()
+            with anyio.CancelScope(shield=True):
+                await self._adapter.aclose()
+        return None
+
+    async def _enter_call(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        if self._status != _OPEN:
+            raise StoreClosedError(
+                "the store is closed"
+                if self._status == _CLOSED
+                else "the store is not open yet: "
+                "use `async with create_session_store(...) as store`"
+            )
+
+    async def _call(self, op: Op) -> Any:
+        await self._enter_call()
+        self._in_flight += 1
+        try:
+            return await self._supervisor.call(op.user_id, op)
+        finally:
+            self._in_flight -= 1
+            if self._drained is not None and not self._in_flight:
+                self._drained.set()
+
+    async def _owner(self, session_id: str) -> str:
+        session = (
+            self._sync.get_nowait(session_id)
+            if self._sync is not None
+            else await self._adapter.get(session_id)
+        )
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        return session.user_id
+
+    async def _call_by_id(self, session_id: str, make: Any, *args: Any) -> Any:
+        await self._enter_call()
+        self._in_flight += 1
+        try:
+            user_id = await self._owner(session_id)
+            return await self._supervisor.call(user_id, make(user_id, session_id, *args))
+        finally:
+            self._in_flight -= 1
+            if self._drained is not None and not self._in_flight:
+                self._drained.set()
+
+    # -- the store API -------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        user_id: str,
+        id: str | None = None,
+        workspace_id: str | None = None,
+        initial_surface_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session in state ``created``.
+
+        Args:
+            user_id: The owner.
+            id: The session id; a random UUID when ``None``.
+            workspace_id: The workspace, or ``None``.
+            initial_surface_id: A surface to attach at once, or ``None``.
+            metadata: Initial metadata (``str`` keys, JSON-serializable values), copied.
+
+        Returns:
+            The new session.
+
+        Raises:
+            SessionConflictError: ``id`` is already used by a session.
+            InvalidInputError: An id is empty or too long, or metadata has a bad value.
+            InvalidTypeError: An argument has the wrong type.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing was created.
+        """
+        user_id = check_id(user_id, "user_id")
+        session_id = new_session_id() if id is None else check_id(id, "id")
+        op = Create(
+            user_id,
+            session_id,
+            check_optional_id(workspace_id, "workspace_id"),
+            check_optional_id(initial_surface_id, "initial_surface_id"),
+            EMPTY_METADATA if metadata is None else freeze_metadata(metadata),
+        )
+        result: Session = await self._call(op)
+        return result
+
+    async def get(self, session_id: str) -> Session | None:
+        """Return the session with this id, or ``None`` if there is none.
+
+        Raises:
+            InvalidInputError, InvalidTypeError: ``session_id`` is not a valid id.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed.
+        """
+        session_id = check_id(session_id, "session_id")
+        await self._enter_call()
+        if self._sync is not None:
+            return self._sync.get_nowait(session_id)
+        return await self._adapter.get(session_id)
+
+    async def find(
+        self,
+        *,
+        user_id: str | None = None,
+        workspace_id: str | None = None,
+        state: SessionState | str | None = None,
+        surface_id: str | None = None,
+        active_after: datetime | None = None,
+        limit: int = 50,
+    ) -> list[Session]:
+        """Return sessions matching every given filter, most recently active first.
+
+        Args:
+            user_id: Only this user's sessions.
+            workspace_id: Only sessions of this workspace.
+            state: Only sessions in this state (a :class:`SessionState` or its value).
+            surface_id: Only sessions with this surface attached.
+            active_after: Only sessions last active after this aware ``datetime``.
+            limit: At most this many sessions (at least 1).
+
+        Raises:
+            InvalidInputError: ``limit < 1``, an unknown state, an empty id, a naive datetime.
+            InvalidTypeError: An argument has the wrong type.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed.
+        """
+        query = SessionQuery(
+            user_id=check_optional_id(user_id, "user_id"),
+            workspace_id=check_optional_id(workspace_id, "workspace_id"),
+            state=None if state is None else check_state(state),
+            surface_id=check_optional_id(surface_id, "surface_id"),
+            active_after=None
+            if active_after is None
+            else check_aware(active_after, "active_after"),
+            limit=check_limit(limit),
+        )
+        await self._enter_call()
+        return await self._adapter.find(query)
+
+    async def touch(self, session_id: str) -> Session:
+        """Mark activity: ``created`` and ``suspended`` become ``active``; ``active`` stays.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            SessionStateError: The session is expired.
+            InvalidInputError, InvalidTypeError: ``session_id`` is not a valid id.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        result: Session = await self._call_by_id(check_id(session_id, "session_id"), Touch)
+        return result
+
+    async def attach_surface(self, session_id: str, surface_id: str) -> Session:
+        """Attach a surface to a live session; attaching it again changes nothing.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            SessionStateError: The session is expired.
+            InvalidInputError, InvalidTypeError: An id is not valid.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        session_id = check_id(session_id, "session_id")
+        surface_id = check_id(surface_id, "surface_id")
+        result: Session = await self._call_by_id(session_id, AttachSurface, surface_id)
+        return result
+
+    async def detach_surface(self, session_id: str, surface_id: str) -> Session:
+        """Detach a surface from a live session; detaching an absent one changes nothing.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            SessionStateError: The session is expired.
+            InvalidInputError, InvalidTypeError: An id is not valid.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        session_id = check_id(session_id, "session_id")
+        surface_id = check_id(surface_id, "surface_id")
+        result: Session = await self._call_by_id(session_id, DetachSurface, surface_id)
+        return result
+
+    async def expire(self, session_id: str) -> Session:
+        """Expire a session. Expiry is terminal; expiring an expired session changes nothing.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            InvalidInputError, InvalidTypeError: ``session_id`` is not a valid id.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        result: Session = await self._call_by_id(check_id(session_id, "session_id"), Expire)
+        return result
+
+    async def update_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> Session:
+        """Shallow-merge ``metadata`` into a live session's metadata (new keys win).
+
+        Raises:
+            SessionNotFoundError: No such session.
+            SessionStateError: The session is expired.
+            InvalidInputError: A value is not JSON-serializable (NaN, too deep).
+            InvalidTypeError: ``metadata`` is not a mapping with ``str`` keys, or a value has
+                a type JSON cannot carry.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        session_id = check_id(session_id, "session_id")
+        frozen = freeze_metadata(metadata)
+        result: Session = await self._call_by_id(session_id, UpdateMetadata, frozen)
+        return result
+
+    async def sweep_stale(self, ttl: float | timedelta | None = None) -> list[Session]:
+        """Suspend active sessions whose last activity is older than ``ttl``; return them.
+
+        Each user's sessions are suspended in one turn of that user's actor, which re-checks
+        staleness, so a session touched after the sweep's cutoff is never suspended. If the
+        sweep fails part way, users already swept stay swept.
+
+        Args:
+            ttl: Seconds or a ``timedelta``; the store's ``default_ttl`` when ``None``.
+
+        Raises:
+            InvalidInputError: ``ttl`` is not positive.
+            InvalidTypeError: ``ttl`` has the wrong type.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed.
+        """
+        duration = self._supervisor.default_ttl if ttl is None else check_duration(ttl, "ttl")
+        await self._enter_call()
+        self._in_flight += 1
+        try:
+            return await self._supervisor.sweep_stale(duration)
+        finally:
+            self._in_flight -= 1
+            if self._drained is not None and not self._in_flight:
+                self._drained.set()
+
+    async def resolve(
+        self,
+        *,
+        user_id: str,
+        surface_id: str | None = None,
+        workspace_id: str | None = None,
+        resolver: SessionSelector | None = None,
+    ) -> Session:
+        """Lookup-or-create, atomically: return the user's best live session, touched, or a
+        new one.
+
+        Among the user's created, active and suspended sessions in ``workspace_id`` (``None``
+        matches only sessions without a workspace), the most recently active one attached to
+        ``surface_id`` wins, else the most recently active one; it is touched and returned. If
+        there is none, a session is created with ``surface_id`` attached. The whole step is one
+        turn of the user's actor, so concurrent resolves of one user create at most one session.
+
+        Args:
+            user_id: The user.
+            surface_id: The surface the message came from, or ``None``.
+            workspace_id: The workspace, or ``None``.
+            resolver: Chooses among the candidates instead of the default rule (see
+                :class:`SessionSelector`); it runs inside the actor's turn, so it must not call
+                the store.
+
+        Raises:
+            InvalidInputError: An id is not valid, or the resolver returned a session that was
+                not one of its candidates.
+            InvalidTypeError: An argument has the wrong type.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        if resolver is not None and not callable(getattr(resolver, "select", None)):
+            raise InvalidTypeError("resolver must have a select(candidates, *, surface_id) method")
+        op = Resolve(
+            check_id(user_id, "user_id"),
+            check_optional_id(workspace_id, "workspace_id"),
+            check_optional_id(surface_id, "surface_id"),
+            resolver,
+        )
+        result: Session = await self._call(op)
+        return result
+
+    def statistics(self) -> StoreStatistics:
+        """A snapshot of the store's runtime counters (never blocks)."""
+        supervisor = self._supervisor
+        actors = supervisor.actors.values()
+        return StoreStatistics(
+            live_actors=len(supervisor.actors),
+            busy_actors=sum(1 for a in actors if a.busy),
+            in_flight=self._in_flight,
+            restarts=supervisor.restarts,
+            sweeps=supervisor.sweeps,
+        )
+
+
+def create_session_store(
+    adapter: SessionStoreAdapter | None = None,
+    *,
+    default_ttl: float | timedelta = 3600,
+    sweep_interval: float | timedelta | None = None,
+    expire_after: float | timedelta | None = None,
+    clock: Clock | None = None,
+    idle_after: float | timedelta = 30.0,
+    mailbox_size: int = 64,
+    max_batch: int = 256,
+    max_restarts: int = 3,
+    restart_window: float | timedelta = 5.0,
+) -> SessionStore:
+    """Create a session store; use it as ``async with create_session_store() as store:``.
+
+    Entering starts the store's task group (its supervisor and actors); leaving it waits for
+    calls in flight, then stops every task. Nothing outlives the ``async with``.
+
+    Args:
+        adapter: Where sessions are kept; a new :class:`InMemorySessionStoreAdapter` if ``None``.
+        default_ttl: Seconds (or a ``timedelta``) of inactivity after which ``sweep_stale``
+            suspends an active session.
+        sweep_interval: Run a sweep this often (seconds or ``timedelta``); ``None``: never.
+        expire_after: With periodic sweeps, expire sessions suspended longer than this;
+            ``None``: never.
+        clock: Zero-argument callable returning the current aware UTC ``datetime``.
+        idle_after: Retire a user's actor (drop its cached sessions) after about this long
+            without calls; it is re-activated on the next call.
+        mailbox_size: Requests that may queue for one user before callers wait (backpressure).
+        max_batch: Most queued requests applied and committed together.
+        max_restarts: Restarts of one actor allowed within ``restart_window``; past that its
+            calls raise :class:`ActorFailedError` until the window has passed.
+        restart_window: Seconds (or ``timedelta``) of the restart-intensity window.
+
+    Raises:
+        InvalidInputError: A duration is not positive, or a size is below 1.
+        InvalidTypeError: An argument has the wrong type.
+    """
+    if adapter is None:
+        adapter = InMemorySessionStoreAdapter()
+    elif not isinstance(adapter, SessionStoreAdapter):
+        raise InvalidTypeError(
+            f"adapter must implement SessionStoreAdapter, not {type(adapter).__name__}"
+        )
+    for name, value in (
+        ("mailbox_size", mailbox_size),
+        ("max_batch", max_batch),
+        ("max_restarts", max_restarts),
+    ):
+        if type(value) is not int:
+            raise InvalidTypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < (0 if name == "max_restarts" else 1):
+            raise InvalidInputError(f"{name} is too small: {value}")
+    supervisor = Supervisor(
+        adapter,
+        clock=check_clock(clock),
+        default_ttl=check_duration(default_ttl, "default_ttl"),
+        sweep_interval=check_optional_duration(sweep_interval, "sweep_interval"),
+        expire_after=check_optional_duration(expire_after, "expire_after"),
+        idle_after=check_duration(idle_after, "idle_after"),
+        mailbox_size=mailbox_size,
+        max_batch=max_batch,
+        max_restarts=max_restarts,
+        restart_window=check_duration(restart_window, "restart_window").total_seconds(),
+    )
+    return SessionStore(adapter, supervisor)
