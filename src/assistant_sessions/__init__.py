@@ -5,8 +5,10 @@ Start with :func:`create_session_store` and :meth:`SessionStore.resolve`.
 
 from ._affinity import AffinityResolver, SessionSelector, default_affinity_resolver, resolve_session
 from ._clock import Clock
+from ._events import EventKind, SessionEvent, Subscription
 from ._host import SessionLookup, SurfacedSession
-from ._store import SessionStore, create_session_store
+from ._metrics import OperationStatistics
+from ._store import SessionPages, SessionStore, create_session_store
 from .adapters.base import SessionStoreAdapter
 from .adapters.memory import InMemorySessionStoreAdapter
 from .errors import (
@@ -27,14 +29,18 @@ __all__ = [
     "AdapterError",
     "AffinityResolver",
     "Clock",
+    "EventKind",
     "InMemorySessionStoreAdapter",
     "InvalidInputError",
     "InvalidTypeError",
+    "OperationStatistics",
     "Session",
     "SessionConflictError",
     "SessionError",
+    "SessionEvent",
     "SessionLookup",
     "SessionNotFoundError",
+    "SessionPages",
     "SessionQuery",
     "SessionSelector",
     "SessionState",
@@ -43,6 +49,7 @@ __all__ = [
     "SessionStoreAdapter",
     "StoreClosedError",
     "StoreStatistics",
+    "Subscription",
     "SurfacedSession",
     "create_session_store",
     "default_affinity_resolver",

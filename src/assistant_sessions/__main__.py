@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -22,14 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    if command == "demo":
-        from ._demo import main as run
-    elif command == "bench":
-        from .benchmark import main as run
-    elif command == "inspect":
-        from ._inspect import main as run
-    else:
+    modules = {"demo": "._demo", "bench": ".benchmark", "inspect": "._inspect"}
+    if command not in modules:
         parser.error(f"unknown command {command!r}")
+    run: Callable[[Sequence[str]], int] = importlib.import_module(
+        modules[command], __package__
+    ).main
     return run(rest)
 
 

@@ -124,7 +124,8 @@ class UserActor:
         """The whole turn without awaiting; ``_RETRY`` if it needs the general path."""
         state = self.state
         assert state is not None
-        tx = Transaction(state, self.supervisor.clock())
+        supervisor = self.supervisor
+        tx = Transaction(state, supervisor.clock(), supervisor.policy)
         try:
             result = op.apply(tx)
         except BaseException:
@@ -134,9 +135,10 @@ class UserActor:
             return result
         try:
             rejection = adapter.commit_nowait((tx.to_commit(),))[0]
-        except AdapterError:
+        except AdapterError as exc:
             tx.rollback()
             self.state = None
+            supervisor.adapter_failed(self, exc)
             raise
         except Exception as exc:
             tx.rollback()
@@ -152,6 +154,8 @@ class UserActor:
                 self.state = None
             return _RETRY
         state.version += 1
+        if supervisor.events:
+            supervisor.publish(tx)
         return result
 
     async def _turn_inline(self, op: Op) -> Any:
@@ -238,11 +242,12 @@ class UserActor:
                 try:
                     self.state = UserState(await self.supervisor.load_user(self.user_id))
                 except AdapterError as exc:
+                    self.supervisor.adapter_failed(self, exc)
                     _fail(batch, exc)
                     return
                 except Exception as exc:
                     self._crash(batch, exc)
-            tx = Transaction(self.state, self.supervisor.clock())
+            tx = Transaction(self.state, self.supervisor.clock(), self.supervisor.policy)
             applied: list[Request] = []
             for request in batch:
                 if request.abandoned and not request.started:
@@ -265,6 +270,7 @@ class UserActor:
             except AdapterError as exc:
                 tx.rollback()
                 self.state = None
+                self.supervisor.adapter_failed(self, exc)
                 _fail(applied, exc)
                 return
             except Exception as exc:
@@ -272,6 +278,8 @@ class UserActor:
                 self._crash(applied, exc)
             if rejection is None:
                 self.state.version += 1
+                if self.supervisor.events:
+                    self.supervisor.publish(tx)
                 return
             tx.rollback()
             if rejection is Rejection.DUPLICATE_ID:
@@ -309,6 +317,14 @@ class UserActor:
         raise ActorCrash(self.user_id) from exc
 
     # -- lifetime ------------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the mailbox (including callers waiting for room)."""
+        if self._send is None:
+            return 0
+        stats = self._send.statistics()
+        return stats.current_buffer_used + stats.tasks_waiting_send
 
     @property
     def idle(self) -> bool:

@@ -7,23 +7,28 @@ or by session id through the adapter's id index); it never changes a session its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self, final
 
 import anyio
 import anyio.lowlevel
+import attrs
 
 from ._affinity import SessionSelector
 from ._clock import Clock, check_clock
+from ._events import EventKind, Subscription
 from ._supervisor import Supervisor
 from ._turns import (
     AttachSurface,
     Create,
+    Delete,
     DetachSurface,
     Expire,
     Op,
+    Policy,
     Resolve,
     Touch,
     UpdateMetadata,
@@ -44,7 +49,7 @@ from .adapters.memory import InMemorySessionStoreAdapter
 from .errors import InvalidInputError, InvalidTypeError, SessionNotFoundError, StoreClosedError
 from .model import EMPTY_METADATA, Session, SessionQuery, SessionState, StoreStatistics
 
-__all__ = ["SessionStore", "create_session_store"]
+__all__ = ["SessionPages", "SessionStore", "create_session_store"]
 
 _NEW: Final = "new"
 _OPEN: Final = "open"
@@ -71,6 +76,7 @@ class SessionStore:
         self._adapter = adapter
         self._supervisor = supervisor
         self._sync = supervisor.sync_adapter
+        self._recorder = supervisor.recorder
         self._status = _NEW
         self._in_flight = 0
         self._drained: anyio.Event | None = None
@@ -130,21 +136,15 @@ class SessionStore:
             raise StoreClosedError(
                 "the store is closed"
                 if self._status == _CLOSED
-                else "the store is not open yet: "
-                "use `async with create_session_store(...) as store`"
+                else "the store is not open yet: use `async with create_session_store() as store`"
             )
 
     async def _call(self, op: Op) -> Any:
         await self._enter_call()
-        self._in_flight += 1
-        try:
-            return await self._supervisor.call(op.user_id, op)
-        finally:
-            self._in_flight -= 1
-            if self._drained is not None and not self._in_flight:
-                self._drained.set()
+        return await self._run(op.user_id, op, op.kind)
 
-    async def _owner(self, session_id: str) -> str:
+    async def _call_by_id(self, session_id: str, make: Any, *args: Any) -> Any:
+        await self._enter_call()
         session = (
             self._sync.get_nowait(session_id)
             if self._sync is not None
@@ -152,15 +152,19 @@ class SessionStore:
         )
         if session is None:
             raise SessionNotFoundError(session_id)
-        return session.user_id
+        return await self._run(session.user_id, make(session.user_id, session_id, *args), make.kind)
 
-    async def _call_by_id(self, session_id: str, make: Any, *args: Any) -> Any:
-        await self._enter_call()
+    async def _run(self, user_id: str, op: Op, kind: str) -> Any:
+        histogram = self._recorder.histogram(kind)
         self._in_flight += 1
+        start = perf_counter()
         try:
-            user_id = await self._owner(session_id)
-            return await self._supervisor.call(user_id, make(user_id, session_id, *args))
+            return await self._supervisor.call(user_id, op)
+        except BaseException:
+            histogram.errors += 1
+            raise
         finally:
+            histogram.add(perf_counter() - start)
             self._in_flight -= 1
             if self._drained is not None and not self._in_flight:
                 self._drained.set()
@@ -247,16 +251,7 @@ class SessionStore:
             StoreClosedError: The store is not open.
             AdapterError: The storage failed.
         """
-        query = SessionQuery(
-            user_id=check_optional_id(user_id, "user_id"),
-            workspace_id=check_optional_id(workspace_id, "workspace_id"),
-            state=None if state is None else check_state(state),
-            surface_id=check_optional_id(surface_id, "surface_id"),
-            active_after=None
-            if active_after is None
-            else check_aware(active_after, "active_after"),
-            limit=check_limit(limit),
-        )
+        query = _query(user_id, workspace_id, state, surface_id, active_after, limit)
         await self._enter_call()
         return await self._adapter.find(query)
 
@@ -358,6 +353,77 @@ class SessionStore:
             if self._drained is not None and not self._in_flight:
                 self._drained.set()
 
+    async def delete(self, session_id: str) -> Session:
+        """Delete a session, whatever its state; return it as it was.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            InvalidInputError, InvalidTypeError: ``session_id`` is not a valid id.
+            StoreClosedError: The store is not open.
+            AdapterError: The storage failed; nothing changed.
+        """
+        result: Session = await self._call_by_id(check_id(session_id, "session_id"), Delete)
+        return result
+
+    def find_iter(
+        self,
+        *,
+        user_id: str | None = None,
+        workspace_id: str | None = None,
+        state: SessionState | str | None = None,
+        surface_id: str | None = None,
+        active_after: datetime | None = None,
+        page_size: int = 100,
+    ) -> SessionPages:
+        """Iterate over *every* session matching the filters, most recently active first.
+
+        Sessions are read in pages of ``page_size`` with a keyset cursor, so listing many
+        sessions never loads them all at once. Each page is a consistent read; sessions that
+        change between pages may be seen twice or not at all, as with any cursor over live data.
+        Filters as in :meth:`find`; ``async for session in store.find_iter(...)``.
+
+        Raises:
+            InvalidInputError, InvalidTypeError: As :meth:`find` (at once, before iterating).
+        """
+        query = _query(user_id, workspace_id, state, surface_id, active_after, page_size)
+        return SessionPages(self, query)
+
+    async def _find_page(self, query: SessionQuery) -> list[Session]:
+        await self._enter_call()
+        return await self._adapter.find(query)
+
+    def subscribe(
+        self,
+        *,
+        user_id: str | None = None,
+        kinds: Iterable[EventKind | str] | None = None,
+        buffer_size: int = 1000,
+    ) -> Subscription:
+        """Subscribe to lifecycle events of this store.
+
+        Events of one user arrive in the order its actor applied them. Publishing never waits
+        for subscribers: when ``buffer_size`` events are waiting, the oldest is dropped; the next
+        event read carries how many were dropped (``missed_before``), and
+        ``subscription.missed`` counts them all. Use ``async with`` or ``close()`` to free the
+        subscription; iteration ends when it is closed or the store closes.
+
+        Args:
+            user_id: Only this user's events.
+            kinds: Only these :class:`EventKind` (or their values).
+            buffer_size: Events kept for a slow reader (at least 1).
+
+        Raises:
+            InvalidInputError, InvalidTypeError: Bad arguments.
+            StoreClosedError: The store is not open.
+        """
+        if self._status != _OPEN:
+            raise StoreClosedError("the store is not open")
+        return self._supervisor.events.subscribe(
+            buffer_size=buffer_size,
+            user_id=check_optional_id(user_id, "user_id"),
+            kinds=kinds,
+        )
+
     async def resolve(
         self,
         *,
@@ -402,15 +468,24 @@ class SessionStore:
         return result
 
     def statistics(self) -> StoreStatistics:
-        """A snapshot of the store's runtime counters (never blocks)."""
+        """A snapshot of the store's runtime counters (never blocks; costs O(live actors))."""
         supervisor = self._supervisor
-        actors = supervisor.actors.values()
+        recorder = self._recorder
+        depths = [a.queued for a in supervisor.actors.values()]
         return StoreStatistics(
-            live_actors=len(supervisor.actors),
-            busy_actors=sum(1 for a in actors if a.busy),
+            live_actors=len(depths),
+            busy_actors=sum(1 for a in supervisor.actors.values() if a.busy),
+            mailbox_depth_max=max(depths, default=0),
+            mailbox_depth_total=sum(depths),
             in_flight=self._in_flight,
-            restarts=supervisor.restarts,
+            operations=recorder.operations(),
             sweeps=supervisor.sweeps,
+            sessions_suspended=recorder.sessions_suspended,
+            sessions_expired=recorder.sessions_expired,
+            sessions_purged=recorder.sessions_purged,
+            restarts=supervisor.restarts,
+            adapter_errors=recorder.adapter_errors,
+            subscribers=len(supervisor.events),
         )
 
 
@@ -421,6 +496,10 @@ def create_session_store(
     sweep_interval: float | timedelta | None = None,
     expire_after: float | timedelta | None = None,
     clock: Clock | None = None,
+    purge_after: float | timedelta | None = None,
+    exclusive_surfaces: bool = True,
+    max_surfaces: int = 64,
+    max_metadata_bytes: int = 64 * 1024,
     idle_after: float | timedelta = 30.0,
     mailbox_size: int = 64,
     max_batch: int = 256,
@@ -439,6 +518,14 @@ def create_session_store(
         sweep_interval: Run a sweep this often (seconds or ``timedelta``); ``None``: never.
         expire_after: With periodic sweeps, expire sessions suspended longer than this;
             ``None``: never.
+        purge_after: With periodic sweeps, delete sessions expired longer than this;
+            ``None``: keep them.
+        exclusive_surfaces: A surface is attached to at most one live session of a user:
+            attaching it to one session detaches it from the user's other sessions, atomically.
+        max_surfaces: Most surfaces one session may have attached; attaching more is invalid
+            input.
+        max_metadata_bytes: Largest metadata of one session (compact UTF-8 JSON); a larger
+            merge is invalid input.
         clock: Zero-argument callable returning the current aware UTC ``datetime``.
         idle_after: Retire a user's actor (drop its cached sessions) after about this long
             without calls; it is re-activated on the next call.
@@ -458,10 +545,14 @@ def create_session_store(
         raise InvalidTypeError(
             f"adapter must implement SessionStoreAdapter, not {type(adapter).__name__}"
         )
+    if not isinstance(exclusive_surfaces, bool):
+        raise InvalidTypeError("exclusive_surfaces must be a bool")
     for name, value in (
         ("mailbox_size", mailbox_size),
         ("max_batch", max_batch),
         ("max_restarts", max_restarts),
+        ("max_surfaces", max_surfaces),
+        ("max_metadata_bytes", max_metadata_bytes),
     ):
         if type(value) is not int:
             raise InvalidTypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -473,6 +564,8 @@ def create_session_store(
         default_ttl=check_duration(default_ttl, "default_ttl"),
         sweep_interval=check_optional_duration(sweep_interval, "sweep_interval"),
         expire_after=check_optional_duration(expire_after, "expire_after"),
+        purge_after=check_optional_duration(purge_after, "purge_after"),
+        policy=Policy(exclusive_surfaces, max_surfaces, max_metadata_bytes),
         idle_after=check_duration(idle_after, "idle_after"),
         mailbox_size=mailbox_size,
         max_batch=max_batch,
@@ -480,3 +573,50 @@ def create_session_store(
         restart_window=check_duration(restart_window, "restart_window").total_seconds(),
     )
     return SessionStore(adapter, supervisor)
+
+
+def _query(
+    user_id: object,
+    workspace_id: object,
+    state: object,
+    surface_id: object,
+    active_after: object,
+    limit: object,
+) -> SessionQuery:
+    return SessionQuery(
+        user_id=check_optional_id(user_id, "user_id"),
+        workspace_id=check_optional_id(workspace_id, "workspace_id"),
+        state=None if state is None else check_state(state),
+        surface_id=check_optional_id(surface_id, "surface_id"),
+        active_after=None if active_after is None else check_aware(active_after, "active_after"),
+        limit=check_limit(limit),
+    )
+
+
+@final
+class SessionPages:
+    """Async iterator over every session matching a query, fetched page by page."""
+
+    def __init__(self, store: SessionStore, query: SessionQuery) -> None:
+        self._store = store
+        self._query = query
+        self._page: list[Session] = []
+        self._done = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Session:
+        if not self._page:
+            if self._done:
+                raise StopAsyncIteration
+            page = await self._store._find_page(self._query)
+            if len(page) < self._query.limit:
+                self._done = True
+            if not page:
+                raise StopAsyncIteration
+            last = page[-1]
+            self._query = attrs.evolve(self._query, after=(last.last_activity_at, last.id))
+            page.reverse()
+            self._page = page
+        return self._page.pop()

@@ -18,7 +18,18 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._actor import ActorCrash, UserActor
 from ._clock import Clock
-from ._turns import ExpireSuspended, Op, SuspendStale, UserState
+from ._events import EventBus, diff_events
+from ._metrics import Recorder
+from ._turns import (
+    DEFAULT_POLICY,
+    ExpireSuspended,
+    Op,
+    Policy,
+    Purge,
+    SuspendStale,
+    Transaction,
+    UserState,
+)
 from .adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
 from .errors import ActorFailedError, AdapterError
 from .model import Session, SessionState
@@ -43,6 +54,8 @@ class Supervisor:
         sweep_interval: timedelta | None,
         expire_after: timedelta | None,
         idle_after: timedelta,
+        purge_after: timedelta | None = None,
+        policy: Policy = DEFAULT_POLICY,
         mailbox_size: int,
         max_batch: int,
         max_restarts: int,
@@ -56,7 +69,11 @@ class Supervisor:
         self.default_ttl = default_ttl
         self.sweep_interval = sweep_interval
         self.expire_after = expire_after
+        self.purge_after = purge_after
+        self.policy = policy
         self.idle_after = idle_after
+        self.events = EventBus()
+        self.recorder = Recorder()
         self.mailbox_size = mailbox_size
         self.max_batch = max_batch
         self.max_restarts = max_restarts
@@ -139,6 +156,17 @@ class Supervisor:
             actor.busy = True
             self.spawn(actor)
 
+    def publish(self, tx: Transaction) -> None:
+        """Publish the lifecycle events of a committed transaction."""
+        now = tx.now
+        events = [e for before, after in tx.changes() for e in diff_events(before, after, now)]
+        self.events.publish(events)
+
+    def adapter_failed(self, actor: UserActor, exc: Exception) -> None:
+        """Count and log a storage failure met by ``actor`` (its caller gets the error)."""
+        self.recorder.adapter_errors += 1
+        logger.warning("adapter error for user %r: %s", actor.user_id, exc, exc_info=exc)
+
     def check_broken(self, actor: UserActor) -> None:
         """Raise :class:`ActorFailedError` while ``actor`` is past its restart intensity."""
         if anyio.current_time() < actor.broken_until:
@@ -168,20 +196,34 @@ class Supervisor:
     # -- sweeps ---------------------------------------------------------------------------
 
     async def sweep_stale(self, ttl: timedelta) -> list[Session]:
-        """Suspend active sessions last active more than ``ttl`` ago; return them."""
+        """Suspend created and active sessions last active more than ``ttl`` ago; return them."""
         cutoff = self.clock() - ttl
-        moved = await self._move(
-            SessionState.ACTIVE, cutoff, lambda user, ids: SuspendStale(user, ids, cutoff)
-        )
+        moved = []
+        for state in (SessionState.CREATED, SessionState.ACTIVE):
+            moved += await self._move(
+                state, cutoff, lambda user, ids: SuspendStale(user, ids, cutoff)
+            )
         self.sweeps += 1
+        self.recorder.sessions_suspended += len(moved)
         return moved
 
     async def expire_suspended(self, after: timedelta) -> list[Session]:
         """Expire sessions suspended for more than ``after``; return them."""
         cutoff = self.clock() - after
-        return await self._move(
+        moved = await self._move(
             SessionState.SUSPENDED, cutoff, lambda user, ids: ExpireSuspended(user, ids, cutoff)
         )
+        self.recorder.sessions_expired += len(moved)
+        return moved
+
+    async def purge_expired(self, after: timedelta) -> list[Session]:
+        """Delete sessions expired for more than ``after``; return them as they were."""
+        cutoff = self.clock() - after
+        purged = await self._move(
+            SessionState.EXPIRED, cutoff, lambda user, ids: Purge(user, ids, cutoff)
+        )
+        self.recorder.sessions_purged += len(purged)
+        return purged
 
     async def _move(
         self, state: SessionState, cutoff: datetime, make: Callable[[str, list[str]], Op]
@@ -202,20 +244,28 @@ class Supervisor:
                 # Each user's part is one turn of its actor, which re-checks every candidate.
                 moved.extend(await self.call(user_id, make(user_id, ids)))
 
-    async def sweep_once(self) -> tuple[list[Session], list[Session]]:
-        """One round of periodic work: sweep stale sessions, expire old suspended ones (when
-        ``expire_after`` is set) and retire idle actors.
+    async def sweep_once(self) -> tuple[list[Session], list[Session], list[Session]]:
+        """One round of periodic work: suspend stale sessions, expire long-suspended ones (when
+        ``expire_after`` is set) and purge long-expired ones (when ``purge_after`` is set).
 
         Returns:
-            The sessions suspended and the sessions expired.
+            The sessions suspended, expired and purged.
         """
         suspended = await self.sweep_stale(self.default_ttl)
         expired: list[Session] = []
+        purged: list[Session] = []
         if self.expire_after is not None:
             expired = await self.expire_suspended(self.expire_after)
-        if suspended or expired:
-            logger.info("sweep suspended %d and expired %d sessions", len(suspended), len(expired))
-        return suspended, expired
+        if self.purge_after is not None:
+            purged = await self.purge_expired(self.purge_after)
+        if suspended or expired or purged:
+            logger.info(
+                "sweep suspended %d, expired %d and purged %d sessions",
+                len(suspended),
+                len(expired),
+                len(purged),
+            )
+        return suspended, expired, purged
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -247,3 +297,4 @@ class Supervisor:
         for actor in self.actors.values():
             actor.close()
         self.actors.clear()
+        self.events.close()

@@ -10,14 +10,16 @@ same code, so they measure the same bookkeeping.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
+from ._validate import thaw
 from .adapters.base import UserCommit, UserSnapshot
 from .errors import InvalidInputError, SessionConflictError, SessionNotFoundError, SessionStateError
 from .model import EMPTY_METADATA, Session, SessionState, recency_key
@@ -26,12 +28,16 @@ if TYPE_CHECKING:
     from ._affinity import SessionSelector
 
 __all__ = [
+    "DEFAULT_POLICY",
     "AttachSurface",
     "Create",
+    "Delete",
     "DetachSurface",
     "Expire",
     "ExpireSuspended",
     "Op",
+    "Policy",
+    "Purge",
     "Resolve",
     "SuspendStale",
     "Touch",
@@ -45,6 +51,25 @@ _CREATED = SessionState.CREATED
 _ACTIVE = SessionState.ACTIVE
 _SUSPENDED = SessionState.SUSPENDED
 _EXPIRED = SessionState.EXPIRED
+
+
+@attrs.frozen(slots=True)
+class Policy:
+    """The store's rules that operations enforce.
+
+    Attributes:
+        exclusive_surfaces: A surface is attached to at most one live session of a user:
+            attaching it to one detaches it from the others, in the same turn.
+        max_surfaces: Most surfaces one session may have attached.
+        max_metadata_bytes: Largest metadata of one session, as compact UTF-8 JSON.
+    """
+
+    exclusive_surfaces: bool = True
+    max_surfaces: int = 64
+    max_metadata_bytes: int = 64 * 1024
+
+
+DEFAULT_POLICY: Final = Policy()
 
 
 def new_session_id() -> str:
@@ -66,12 +91,13 @@ class UserState:
 class Transaction:
     """Writes of a batch of operations to one :class:`UserState`, with their undo log."""
 
-    __slots__ = ("_undo", "now", "sessions", "state")
+    __slots__ = ("_undo", "now", "policy", "sessions", "state")
 
-    def __init__(self, state: UserState, now: datetime) -> None:
+    def __init__(self, state: UserState, now: datetime, policy: Policy = DEFAULT_POLICY) -> None:
         self.state = state
         self.sessions = state.sessions
         self.now = now
+        self.policy = policy
         self._undo: list[tuple[str, Session | None]] = []
 
     def require(self, session_id: str) -> Session:
@@ -111,29 +137,40 @@ class Transaction:
         """Whether anything was written."""
         return bool(self._undo)
 
+    def changes(self) -> list[tuple[Session | None, Session | None]]:
+        """Each written session once, in order of first write: (before the batch, now)."""
+        first: dict[str, Session | None] = {}
+        for session_id, previous in self._undo:
+            if session_id not in first:
+                first[session_id] = previous
+        sessions = self.sessions
+        return [(before, sessions.get(session_id)) for session_id, before in first.items()]
+
     def to_commit(self) -> UserCommit:
         """The writes so far as one :class:`UserCommit` against the state's version."""
-        upserts: dict[str, Session] = {}
-        deletes: list[str] = []
-        existed: set[str] = set()
-        for session_id, previous in self._undo:
-            if session_id in upserts or session_id in existed:
-                continue
-            if previous is not None:
-                existed.add(session_id)
+        undo = self._undo
+        state = self.state
+        if len(undo) == 1:  # the common single write, without the bookkeeping below
+            session_id = undo[0][0]
             current = self.sessions.get(session_id)
             if current is not None:
-                upserts[session_id] = current
-        for session_id in existed:
-            if session_id not in self.sessions:
-                deletes.append(session_id)
-        return UserCommit(
-            self.state.user_id, self.state.version, tuple(upserts.values()), tuple(deletes)
-        )
+                return UserCommit(state.user_id, state.version, (current,))
+            return UserCommit(state.user_id, state.version, (), (session_id,))
+        upserts: list[Session] = []
+        deletes: list[str] = []
+        for before, after in self.changes():
+            if after is not None:
+                upserts.append(after)
+            elif before is not None:
+                deletes.append(before.id)
+        return UserCommit(state.user_id, state.version, tuple(upserts), tuple(deletes))
 
 
 class Op(Protocol):
     """One operation on one user's sessions; ``apply`` validates, then writes."""
+
+    #: The operation's name in statistics.
+    kind: str
 
     @property
     def user_id(self) -> str: ...
@@ -177,9 +214,33 @@ def _with(session: Session, **changes: Any) -> Session:
     return attrs.evolve(session, **changes)
 
 
+def _claim_surface(tx: Transaction, surface_id: str, owner_id: str) -> None:
+    """With exclusive surfaces, detach ``surface_id`` from the user's other live sessions."""
+    if not tx.policy.exclusive_surfaces:
+        return
+    for other in list(tx.sessions.values()):
+        if (
+            other.id != owner_id
+            and other.state is not _EXPIRED
+            and surface_id in other.attached_surfaces
+        ):
+            surfaces = tuple(s for s in other.attached_surfaces if s != surface_id)
+            tx.put(_with(other, attached_surfaces=surfaces))
+
+
+def _check_metadata_size(tx: Transaction, metadata: Mapping[str, Any]) -> None:
+    if not metadata:
+        return
+    limit = tx.policy.max_metadata_bytes
+    size = len(json.dumps(thaw(metadata), separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise InvalidInputError(f"metadata would be {size} bytes; the limit is {limit}")
+
+
 class Create:
     """Create a new session in state ``created``."""
 
+    kind = "create"
     __slots__ = ("metadata", "session_id", "surface_id", "user_id", "workspace_id")
 
     def __init__(
@@ -214,6 +275,9 @@ def _create(
 ) -> Session:
     now = tx.now
     surfaces = () if surface_id is None else (surface_id,)
+    _check_metadata_size(tx, metadata)
+    if surface_id is not None:
+        _claim_surface(tx, surface_id, session_id)
     return tx.put(
         Session(session_id, user_id, workspace_id, _CREATED, now, now, now, surfaces, metadata)
     )
@@ -230,6 +294,7 @@ class _ById:
 class Touch(_ById):
     """Mark activity: created or suspended become active; expired cannot be touched."""
 
+    kind = "touch"
     __slots__ = ()
 
     def apply(self, tx: Transaction) -> Session:
@@ -239,6 +304,7 @@ class Touch(_ById):
 class Expire(_ById):
     """Expire a session (terminal); expiring an expired session changes nothing."""
 
+    kind = "expire"
     __slots__ = ()
 
     def apply(self, tx: Transaction) -> Session:
@@ -260,12 +326,19 @@ class _SurfaceOp:
 class AttachSurface(_SurfaceOp):
     """Attach a surface; attaching an attached surface changes nothing."""
 
+    kind = "attach_surface"
     __slots__ = ()
 
     def apply(self, tx: Transaction) -> Session:
         session = _require_live(tx, self.session_id, "attach a surface to")
         if self.surface_id in session.attached_surfaces:
             return session
+        if len(session.attached_surfaces) >= tx.policy.max_surfaces:
+            raise InvalidInputError(
+                f"session {session.id!r} already has the maximum of "
+                f"{tx.policy.max_surfaces} surfaces attached"
+            )
+        _claim_surface(tx, self.surface_id, session.id)
         return tx.put(
             _with(session, attached_surfaces=(*session.attached_surfaces, self.surface_id))
         )
@@ -274,6 +347,7 @@ class AttachSurface(_SurfaceOp):
 class DetachSurface(_SurfaceOp):
     """Detach a surface; detaching a surface that is not attached changes nothing."""
 
+    kind = "detach_surface"
     __slots__ = ()
 
     def apply(self, tx: Transaction) -> Session:
@@ -287,6 +361,7 @@ class DetachSurface(_SurfaceOp):
 class UpdateMetadata:
     """Shallow-merge new metadata into a live session's metadata."""
 
+    kind = "update_metadata"
     __slots__ = ("metadata", "session_id", "user_id")
 
     def __init__(self, user_id: str, session_id: str, metadata: Mapping[str, Any]) -> None:
@@ -299,6 +374,7 @@ class UpdateMetadata:
         if not self.metadata:
             return session
         merged = MappingProxyType({**session.metadata, **self.metadata})
+        _check_metadata_size(tx, merged)
         return tx.put(_with(session, metadata=merged))
 
 
@@ -310,6 +386,7 @@ class Resolve:
     candidate attached to ``surface_id`` wins, else the most recently active one.
     """
 
+    kind = "resolve"
     __slots__ = ("new_id", "selector", "surface_id", "user_id", "workspace_id")
 
     def __init__(
@@ -396,12 +473,14 @@ def select_default(candidates: Sequence[Session], surface_id: str | None) -> Ses
 
 
 class SuspendStale:
-    """Suspend those of ``session_ids`` that are active and were last active before ``cutoff``.
+    """Suspend those of ``session_ids`` that are created or active and were last active before
+    ``cutoff``.
 
     The re-check here, inside the owner's turn, is what keeps a sweep from suspending a session
     that was touched after the sweep read its candidates.
     """
 
+    kind = "sweep"
     __slots__ = ("cutoff", "session_ids", "states", "user_id")
 
     def __init__(
@@ -409,7 +488,7 @@ class SuspendStale:
         user_id: str,
         session_ids: Sequence[str],
         cutoff: datetime,
-        states: frozenset[SessionState] = frozenset({_ACTIVE}),
+        states: frozenset[SessionState] = frozenset({_CREATED, _ACTIVE}),
     ) -> None:
         self.user_id = user_id
         self.session_ids = session_ids
@@ -432,6 +511,7 @@ class SuspendStale:
 class ExpireSuspended:
     """Expire those of ``session_ids`` that have been suspended since before ``cutoff``."""
 
+    kind = "expire_suspended"
     __slots__ = ("cutoff", "session_ids", "user_id")
 
     def __init__(self, user_id: str, session_ids: Sequence[str], cutoff: datetime) -> None:
@@ -450,3 +530,40 @@ class ExpireSuspended:
             ):
                 moved.append(tx.put(_with(session, state=_EXPIRED, state_changed_at=tx.now)))
         return moved
+
+
+class Delete(_ById):
+    """Delete a session of any state."""
+
+    kind = "delete"
+    __slots__ = ()
+
+    def apply(self, tx: Transaction) -> Session:
+        session = tx.require(self.session_id)
+        tx.delete(self.session_id)
+        return session
+
+
+class Purge:
+    """Delete those of ``session_ids`` that have been expired since before ``cutoff``."""
+
+    kind = "purge"
+    __slots__ = ("cutoff", "session_ids", "user_id")
+
+    def __init__(self, user_id: str, session_ids: Sequence[str], cutoff: datetime) -> None:
+        self.user_id = user_id
+        self.session_ids = session_ids
+        self.cutoff = cutoff
+
+    def apply(self, tx: Transaction) -> list[Session]:
+        purged = []
+        for session_id in self.session_ids:
+            session = tx.sessions.get(session_id)
+            if (
+                session is not None
+                and session.state is _EXPIRED
+                and session.state_changed_at < self.cutoff
+            ):
+                tx.delete(session_id)
+                purged.append(session)
+        return purged

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import attrs
 
+from ._metrics import OperationStatistics
+
 __all__ = [
     "EMPTY_METADATA",
     "LIVE_STATES",
@@ -93,6 +95,9 @@ class SessionQuery:
     surface_id: str | None = None
     active_after: datetime | None = None
     limit: int = 50
+    #: Keyset cursor for paging: only sessions that come *after* this ``recency_key`` in the
+    #: result order, that is with ``(last_activity_at, id)`` smaller than it.
+    after: tuple[datetime, str] | None = None
 
     def matches(self, session: Session) -> bool:
         """Whether ``session`` passes every filter of this query (``limit`` aside)."""
@@ -102,6 +107,7 @@ class SessionQuery:
             and (self.state is None or session.state is self.state)
             and (self.surface_id is None or self.surface_id in session.attached_surfaces)
             and (self.active_after is None or session.last_activity_at > self.active_after)
+            and (self.after is None or (session.last_activity_at, session.id) < self.after)
         )
 
 
@@ -112,16 +118,33 @@ class StoreStatistics:
     Attributes:
         live_actors: Users whose actor is live (sessions cached), busy or idle.
         busy_actors: Actors applying or holding queued requests right now.
+        mailbox_depth_max: The longest mailbox queue now.
+        mailbox_depth_total: Requests queued in all mailboxes now.
         in_flight: Calls accepted and not yet returned.
-        restarts: Actor restarts since the store opened.
+        operations: Per operation kind (``resolve``, ``touch``, ...): count, errors, latency
+            percentiles in seconds.
         sweeps: Sweeps run since the store opened.
+        sessions_suspended: Sessions suspended by sweeps.
+        sessions_expired: Sessions expired by the supervisor (``expire_after``).
+        sessions_purged: Expired sessions deleted by the supervisor (``purge_after``).
+        restarts: Actor restarts since the store opened.
+        adapter_errors: Storage failures met by actors.
+        subscribers: Open event subscriptions.
     """
 
     live_actors: int
     busy_actors: int
+    mailbox_depth_max: int
+    mailbox_depth_total: int
     in_flight: int
-    restarts: int
+    operations: Mapping[str, OperationStatistics]
     sweeps: int
+    sessions_suspended: int
+    sessions_expired: int
+    sessions_purged: int
+    restarts: int
+    adapter_errors: int
+    subscribers: int
 
 
 def recency_key(session: Session) -> tuple[datetime, str]:

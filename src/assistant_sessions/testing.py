@@ -182,6 +182,10 @@ class AdapterContract:
         assert await ids(limit=2) == ["d", "b"]
         assert await ids(user_id="u1", workspace_id="w1", surface_id="web") == ["a"]
         assert await ids(user_id="nobody") == []
+        # Keyset paging: `after` is the recency key of the last session of the previous page.
+        assert await ids(after=(t[3], "b")) == ["c", "a"]
+        assert await ids(after=(t[2], "c"), workspace_id="w1") == ["a"]
+        assert await ids(user_id="u1", after=(t[0], "a")) == []
 
     @pytest.mark.anyio
     async def test_due_returns_oldest_first_by_state_clock(
