@@ -16,6 +16,8 @@ __all__ = ["InMemorySessionStoreAdapter"]
 
 # A due-index heap is rebuilt when it holds this many more entries than live ones.
 _COMPACT_SLACK = 1024
+# States whose state clock is the last activity (see ``state_clock``).
+_BY_ACTIVITY = frozenset({SessionState.CREATED, SessionState.ACTIVE})
 
 
 @final
@@ -79,20 +81,19 @@ class InMemorySessionStoreAdapter:
         if self._versions.get(user_id, 0) != commit.expected_version:
             return Rejection.VERSION
         sessions = self._sessions
-        for session in commit.upserts:
-            existing = sessions.get(session.id)
-            if existing is not None and existing.user_id != user_id:
+        previous = [sessions.get(session.id) for session in commit.upserts]
+        for old in previous:
+            if old is not None and old.user_id != user_id:
                 return Rejection.DUPLICATE_ID
         own = self._users.get(user_id)
         if own is None:
             own = self._users[user_id] = {}
         for session_id in commit.deletes:
-            old = own.pop(session_id, None)
-            if old is not None:
+            gone = own.pop(session_id, None)
+            if gone is not None:
                 del sessions[session_id]
-                self._counts[old.state] -= 1
-        for session in commit.upserts:
-            old = sessions.get(session.id)
+                self._counts[gone.state] -= 1
+        for old, session in zip(previous, commit.upserts, strict=True):
             sessions[session.id] = own[session.id] = session
             self._index(old, session)
         if not own:
@@ -102,14 +103,19 @@ class InMemorySessionStoreAdapter:
 
     def _index(self, old: Session | None, new: Session) -> None:
         state = new.state
+        key = new.last_activity_at if state in _BY_ACTIVITY else new.state_changed_at
         if old is not None:
-            if old.state is state and state_clock(old) == state_clock(new):
-                return
-            self._counts[old.state] -= 1
-        self._counts[state] += 1
+            old_state = old.state
+            if old_state is state:
+                old_key = old.last_activity_at if state in _BY_ACTIVITY else old.state_changed_at
+                if old_key == key:
+                    return
+            self._counts[old_state] -= 1
+        counts = self._counts
+        counts[state] += 1
         heap = self._due[state]
-        heapq.heappush(heap, (state_clock(new), new.id))
-        if len(heap) > 2 * self._counts[state] + _COMPACT_SLACK:
+        heapq.heappush(heap, (key, new.id))
+        if len(heap) > 2 * counts[state] + _COMPACT_SLACK:
             self._rebuild(state)
 
     def _rebuild(self, state: SessionState) -> None:
