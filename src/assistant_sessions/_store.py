@@ -345,7 +345,11 @@ class SessionStore:
         return result
 
     async def sweep_stale(self, ttl: float | timedelta | None = None) -> list[Session]:
-        """Suspend active sessions whose last activity is older than ``ttl``; return them.
+        """Suspend created and active sessions whose last activity is older than ``ttl``;
+        return them.
+
+        Sessions left in ``created`` are swept too (the original package never swept them, so
+        they leaked).
 
         Each user's sessions are suspended in one turn of that user's actor, which re-checks
         staleness, so a session touched after the sweep's cutoff is never suspended. If the

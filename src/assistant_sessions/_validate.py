@@ -32,7 +32,18 @@ def check_id(value: object, name: str) -> str:
         raise InvalidInputError(
             f"{name} must be a non-blank string of at most {MAX_ID_LENGTH} characters"
         )
+    if not value.isascii():
+        _check_unicode(value, name)
     return value
+
+
+def _check_unicode(value: str, name: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8, so no storage (or JSON size check) can keep
+    # it: reject it here as bad input instead of failing later with a UnicodeEncodeError.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{name} is not valid Unicode (it has a lone surrogate)") from None
 
 
 def check_optional_id(value: object, name: str) -> str | None:
@@ -113,6 +124,8 @@ def _freeze_mapping(value: Mapping[Any, Any], path: str, depth: int) -> Mapping[
     for key, item in value.items():
         if not isinstance(key, str):
             raise InvalidTypeError(f"{path} keys must be str, not {type(key).__name__}")
+        if not key.isascii():
+            _check_unicode(key, f"{path} key {key!r}")
         frozen[key] = _freeze_value(item, f"{path}[{key!r}]", depth + 1)
     return MappingProxyType(frozen)
 
@@ -120,7 +133,11 @@ def _freeze_mapping(value: Mapping[Any, Any], path: str, depth: int) -> Mapping[
 def _freeze_value(value: object, path: str, depth: int) -> Any:
     if depth > MAX_METADATA_DEPTH:
         raise InvalidInputError(f"{path} is nested deeper than {MAX_METADATA_DEPTH} levels")
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_unicode(value, path)
+        return value
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -1,0 +1,187 @@
+"""The library's cattrs codec: sessions to their JSON-ready storage form and back."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any
+
+import cattrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assistant_sessions import Session, SessionState
+from assistant_sessions._codec import converter, session_from_dict, session_to_dict
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
+_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4),
+    max_leaves=15,
+)
+_zones = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
+)
+_moments = st.datetimes(
+    min_value=datetime(1970, 1, 2),
+    max_value=datetime(9999, 1, 1),
+    timezones=_zones,
+)
+
+
+def _freeze(value: Any) -> Any:
+    """Freeze plain JSON data the way the store does: read-only mappings and tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+_sessions = st.builds(
+    Session,
+    id=_ids,
+    user_id=_ids,
+    workspace_id=st.none() | _ids,
+    state=st.sampled_from(SessionState),
+    created_at=_moments,
+    last_activity_at=_moments,
+    state_changed_at=_moments,
+    attached_surfaces=st.lists(_ids, max_size=4, unique=True).map(tuple),
+    metadata=st.dictionaries(_text, _json, max_size=5).map(_freeze),
+)
+
+
+def _is_plain_json(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_plain_json(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+@settings(max_examples=100, deadline=None)
+@given(session=_sessions)
+def test_round_trip(session: Session) -> None:
+    data = session_to_dict(session)
+    assert _is_plain_json(data)
+    decoded = session_from_dict(data)
+    assert decoded == session
+    # Through real JSON text too, as a storage adapter would keep it.
+    assert session_from_dict(json.loads(json.dumps(data))) == session
+    # The decoded session is as immutable as one the store built.
+    _assert_frozen(decoded.metadata)
+    assert isinstance(decoded.attached_surfaces, tuple)
+    assert decoded.state is session.state
+    for name in ("created_at", "last_activity_at", "state_changed_at"):
+        assert getattr(decoded, name).utcoffset() == getattr(session, name).utcoffset()
+
+
+def _assert_frozen(value: Any) -> None:
+    if isinstance(value, Mapping):
+        assert isinstance(value, MappingProxyType)
+        for item in value.values():
+            _assert_frozen(item)
+    else:
+        assert not isinstance(value, list | dict)
+        if isinstance(value, tuple):
+            for item in value:
+                _assert_frozen(item)
+
+
+def test_storage_form() -> None:
+    session = Session(
+        "s1",
+        "u1",
+        None,
+        SessionState.SUSPENDED,
+        T0,
+        T0 + timedelta(seconds=1),
+        T0 + timedelta(seconds=2),
+        ("web",),
+        MappingProxyType({"k": (1, MappingProxyType({"x": None}))}),
+    )
+    assert session_to_dict(session) == {
+        "id": "s1",
+        "user_id": "u1",
+        "workspace_id": None,
+        "state": "suspended",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "last_activity_at": "2026-01-01T00:00:01+00:00",
+        "state_changed_at": "2026-01-01T00:00:02+00:00",
+        "attached_surfaces": ["web"],
+        "metadata": {"k": [1, {"x": None}]},
+    }
+
+
+def test_the_library_has_its_own_converter() -> None:
+    assert isinstance(converter, cattrs.Converter)
+    assert converter is not cattrs.global_converter
+
+
+def _good() -> dict[str, Any]:
+    return session_to_dict(Session("s1", "u1", "w1", SessionState.ACTIVE, T0, T0, T0, ("web",)))
+
+
+def _without(key: str) -> dict[str, Any]:
+    data = _good()
+    del data[key]
+    return data
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**_good(), **changes}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _without("id"),
+        _without("state"),
+        _without("created_at"),
+        _with(extra="field"),
+        _with(state="bogus"),
+        _with(state="ACTIVE"),
+        _with(created_at="not a timestamp"),
+        _with(created_at="2026-01-01T00:00:00"),  # naive
+        _with(last_activity_at=12345),
+        _with(metadata=["not", "a", "mapping"]),
+        _with(metadata={"nan": math.nan}),
+        _with(metadata={"obj": {"set": {1, 2}}}),
+    ],
+    ids=[
+        "missing-id",
+        "missing-state",
+        "missing-created_at",
+        "extra-key",
+        "unknown-state",
+        "state-name-not-value",
+        "bad-timestamp",
+        "naive-timestamp",
+        "number-timestamp",
+        "metadata-list",
+        "metadata-nan",
+        "metadata-set",
+    ],
+)
+def test_bad_data_raises(data: dict[str, Any]) -> None:
+    with pytest.raises(cattrs.BaseValidationError):
+        session_from_dict(data)
+
+
+def test_good_data_decodes() -> None:
+    decoded = session_from_dict(_good())
+    assert decoded.id == "s1"
+    assert decoded.state is SessionState.ACTIVE
+    assert decoded.created_at == T0
