@@ -128,11 +128,16 @@ class UserActor:
         tx = Transaction(state, supervisor.clock(), supervisor.policy)
         try:
             result = op.apply(tx)
+        except Exception:
+            tx.rollback()
+            if not self._cache_is_current(adapter):
+                return _RETRY
+            raise
         except BaseException:
             tx.rollback()
             raise
         if not tx.dirty:
-            return result
+            return result if self._cache_is_current(adapter) else _RETRY
         try:
             rejection = adapter.commit_nowait((tx.to_commit(),))[0]
         except AdapterError as exc:
@@ -157,6 +162,22 @@ class UserActor:
         if supervisor.events:
             supervisor.publish(tx)
         return result
+
+    def _cache_is_current(self, adapter: SynchronousAdapter) -> bool:
+        """Whether the cache is still at the stored version; if not, drop it.
+
+        A turn that commits nothing (a no-op, or an error) had no version check vouch for the
+        cache, and another store sharing the adapter may have changed the user since: its
+        outcome must not be served from a stale cache.
+        """
+        assert self.state is not None
+        try:
+            current = adapter.load_user_nowait(self.user_id).version == self.state.version
+        except Exception:
+            current = False  # the general path reloads, and reports the failure properly
+        if not current:
+            self.state = None
+        return current
 
     async def _turn_inline(self, op: Op) -> Any:
         """Run one request as the executor, in the caller's task."""
@@ -237,6 +258,8 @@ class UserActor:
 
     async def _run_batch(self, batch: list[Request]) -> None:
         """Apply a batch as one transaction and one commit; outcomes go into the requests."""
+        # Whether the cached state is known to be the stored one (just loaded).
+        verified = False
         for _ in range(MAX_CONFLICT_RETRIES):
             if self.state is None:
                 try:
@@ -247,6 +270,7 @@ class UserActor:
                     return
                 except Exception as exc:
                     self._crash(batch, exc)
+                verified = True
             tx = Transaction(self.state, self.supervisor.clock(), self.supervisor.policy)
             applied: list[Request] = []
             for request in batch:
@@ -263,7 +287,25 @@ class UserActor:
                 else:
                     applied.append(request)
             if not tx.dirty:
-                return
+                if verified or self.supervisor.sync_adapter is not None:
+                    return
+                # No commit, so no version check vouched for the cache, and another process
+                # sharing the adapter may have changed the user: outcomes computed from a
+                # stale cache (not found, wrong state, no-op) must not be served.
+                try:
+                    snapshot = await self.supervisor.load_user(self.user_id)
+                except AdapterError as exc:
+                    self.state = None
+                    self.supervisor.adapter_failed(self, exc)
+                    _fail(batch, exc)
+                    return
+                except Exception as exc:
+                    self._crash(batch, exc)
+                if snapshot.version == self.state.version:
+                    return
+                self.state = UserState(snapshot)
+                verified = True
+                continue
             commit = tx.to_commit()
             try:
                 rejection = await self._commit(commit)

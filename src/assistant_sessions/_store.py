@@ -7,11 +7,11 @@ or by session id through the adapter's id index); it never changes a session its
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from datetime import datetime, timedelta
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Final, Self, final
+from typing import Any, Final, Self, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -50,6 +50,8 @@ from .errors import InvalidInputError, InvalidTypeError, SessionNotFoundError, S
 from .model import EMPTY_METADATA, Session, SessionQuery, SessionState, StoreStatistics
 
 __all__ = ["SessionPages", "SessionStore", "create_session_store"]
+
+_T = TypeVar("_T")
 
 _NEW: Final = "new"
 _OPEN: Final = "open"
@@ -126,8 +128,10 @@ class SessionStore:
             raise
         finally:
             self._supervisor.close_all()
-            with anyio.CancelScope(shield=True):
-                await self._adapter.aclose()
+            # Not under a cancel scope of ours: an adapter may hold a task group entered in
+            # open() (the Redis driver does), which must be left in the scope it was entered
+            # in. Adapters shield their own closing where it must not be interrupted.
+            await self._adapter.aclose()
         return None
 
     async def _enter_call(self) -> None:
@@ -162,18 +166,37 @@ class SessionStore:
 
     async def _call_by_id(self, session_id: str, make: Any, *args: Any) -> Any:
         await self._enter_call()
-        session = (
-            self._sync.get_nowait(session_id)
-            if self._sync is not None
-            else await self._adapter.get(session_id)
-        )
-        if session is None:
-            raise SessionNotFoundError(session_id)
-        return await self._run(session.user_id, make(session.user_id, session_id, *args), make.kind)
+        # In flight from here, through the id lookup (which may await): leaving the store waits
+        # for the call, instead of letting it reach an actor after the task group is gone.
+        self._in_flight += 1
+        try:
+            session = (
+                self._sync.get_nowait(session_id)
+                if self._sync is not None
+                else await self._adapter.get(session_id)
+            )
+            if session is None:
+                raise SessionNotFoundError(session_id)
+            op = make(session.user_id, session_id, *args)
+            return await self._run(session.user_id, op, make.kind)
+        finally:
+            self._in_flight -= 1
+            if self._drained is not None and not self._in_flight:
+                self._drained.set()
+
+    async def _read(self, read: Awaitable[_T]) -> _T:
+        """Await an adapter read, in flight so that leaving the store waits for it (the
+        adapter is closed right after)."""
+        self._in_flight += 1
+        try:
+            return await read
+        finally:
+            self._in_flight -= 1
+            if self._drained is not None and not self._in_flight:
+                self._drained.set()
 
     async def _run(self, user_id: str, op: Op, kind: str) -> Any:
         histogram = self._recorder.histogram(kind)
-        self._in_flight += 1
         start = perf_counter()
         try:
             return await self._supervisor.call(user_id, op)
@@ -182,9 +205,6 @@ class SessionStore:
             raise
         finally:
             histogram.add(perf_counter() - start)
-            self._in_flight -= 1
-            if self._drained is not None and not self._in_flight:
-                self._drained.set()
 
     # -- the store API -------------------------------------------------------------------------
 
@@ -240,7 +260,7 @@ class SessionStore:
         await self._enter_call()
         if self._sync is not None:
             return self._sync.get_nowait(session_id)
-        return await self._adapter.get(session_id)
+        return await self._read(self._adapter.get(session_id))
 
     async def find(
         self,
@@ -270,7 +290,7 @@ class SessionStore:
         """
         query = _query(user_id, workspace_id, state, surface_id, active_after, limit)
         await self._enter_call()
-        return await self._adapter.find(query)
+        return await self._read(self._adapter.find(query))
 
     async def touch(self, session_id: str) -> Session:
         """Mark activity: ``created`` and ``suspended`` become ``active``; ``active`` stays.
@@ -352,8 +372,9 @@ class SessionStore:
         they leaked).
 
         Each user's sessions are suspended in one turn of that user's actor, which re-checks
-        staleness, so a session touched after the sweep's cutoff is never suspended. If the
-        sweep fails part way, users already swept stay swept.
+        staleness, so a session touched after the sweep's cutoff is never suspended. A user
+        whose turn fails is skipped; every other user is swept, then the first failure is
+        raised.
 
         Args:
             ttl: Seconds or a ``timedelta``; the store's ``default_ttl`` when ``None``.
@@ -363,6 +384,7 @@ class SessionStore:
             InvalidTypeError: ``ttl`` has the wrong type.
             StoreClosedError: The store is not open.
             AdapterError: The storage failed.
+            ActorFailedError: The actor of some user is past its restart intensity.
         """
         duration = self._supervisor.default_ttl if ttl is None else check_duration(ttl, "ttl")
         await self._enter_call()
@@ -411,7 +433,7 @@ class SessionStore:
 
     async def _find_page(self, query: SessionQuery) -> list[Session]:
         await self._enter_call()
-        return await self._adapter.find(query)
+        return await self._read(self._adapter.find(query))
 
     def subscribe(
         self,

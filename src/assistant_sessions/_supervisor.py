@@ -196,37 +196,55 @@ class Supervisor:
     # -- sweeps ---------------------------------------------------------------------------
 
     async def sweep_stale(self, ttl: timedelta) -> list[Session]:
-        """Suspend created and active sessions last active more than ``ttl`` ago; return them."""
+        """Suspend created and active sessions last active more than ``ttl`` ago; return them.
+
+        Raises:
+            AdapterError, ActorFailedError: The turn of some user failed; every other user was
+                swept all the same.
+        """
         cutoff = self.clock() - ttl
         moved = []
+        failures: list[Exception] = []
         for state in (SessionState.CREATED, SessionState.ACTIVE):
             moved += await self._move(
-                state, cutoff, lambda user, ids: SuspendStale(user, ids, cutoff)
+                state, cutoff, lambda user, ids: SuspendStale(user, ids, cutoff), failures
             )
         self.sweeps += 1
         self.recorder.sessions_suspended += len(moved)
+        _raise_first(failures)
         return moved
 
     async def expire_suspended(self, after: timedelta) -> list[Session]:
         """Expire sessions suspended for more than ``after``; return them."""
         cutoff = self.clock() - after
+        failures: list[Exception] = []
         moved = await self._move(
-            SessionState.SUSPENDED, cutoff, lambda user, ids: ExpireSuspended(user, ids, cutoff)
+            SessionState.SUSPENDED,
+            cutoff,
+            lambda user, ids: ExpireSuspended(user, ids, cutoff),
+            failures,
         )
         self.recorder.sessions_expired += len(moved)
+        _raise_first(failures)
         return moved
 
     async def purge_expired(self, after: timedelta) -> list[Session]:
         """Delete sessions expired for more than ``after``; return them as they were."""
         cutoff = self.clock() - after
+        failures: list[Exception] = []
         purged = await self._move(
-            SessionState.EXPIRED, cutoff, lambda user, ids: Purge(user, ids, cutoff)
+            SessionState.EXPIRED, cutoff, lambda user, ids: Purge(user, ids, cutoff), failures
         )
         self.recorder.sessions_purged += len(purged)
+        _raise_first(failures)
         return purged
 
     async def _move(
-        self, state: SessionState, cutoff: datetime, make: Callable[[str, list[str]], Op]
+        self,
+        state: SessionState,
+        cutoff: datetime,
+        make: Callable[[str, list[str]], Op],
+        failures: list[Exception],
     ) -> list[Session]:
         moved: list[Session] = []
         seen: set[str] = set()
@@ -242,7 +260,13 @@ class Supervisor:
                 by_user[session.user_id].append(session.id)
             for user_id, ids in by_user.items():
                 # Each user's part is one turn of its actor, which re-checks every candidate.
-                moved.extend(await self.call(user_id, make(user_id, ids)))
+                # A user whose turn fails (broken actor, storage error for that user) must not
+                # hold up everyone after it: note the failure and go on.
+                try:
+                    moved.extend(await self.call(user_id, make(user_id, ids)))
+                except (AdapterError, ActorFailedError) as exc:
+                    logger.warning("sweep skipped the sessions of user %r: %s", user_id, exc)
+                    failures.append(exc)
 
     async def sweep_once(self) -> tuple[list[Session], list[Session], list[Session]]:
         """One round of periodic work: suspend stale sessions, expire long-suspended ones (when
@@ -250,14 +274,30 @@ class Supervisor:
 
         Returns:
             The sessions suspended, expired and purged.
+
+        Raises:
+            AdapterError, ActorFailedError: The first failure met; every phase still ran for
+                every other user.
         """
-        suspended = await self.sweep_stale(self.default_ttl)
+        failures: list[Exception] = []
+        suspended: list[Session] = []
         expired: list[Session] = []
         purged: list[Session] = []
+        # Each phase runs even if an earlier one failed for some user.
+        try:
+            suspended = await self.sweep_stale(self.default_ttl)
+        except (AdapterError, ActorFailedError) as exc:
+            failures.append(exc)
         if self.expire_after is not None:
-            expired = await self.expire_suspended(self.expire_after)
+            try:
+                expired = await self.expire_suspended(self.expire_after)
+            except (AdapterError, ActorFailedError) as exc:
+                failures.append(exc)
         if self.purge_after is not None:
-            purged = await self.purge_expired(self.purge_after)
+            try:
+                purged = await self.purge_expired(self.purge_after)
+            except (AdapterError, ActorFailedError) as exc:
+                failures.append(exc)
         if suspended or expired or purged:
             logger.info(
                 "sweep suspended %d, expired %d and purged %d sessions",
@@ -265,6 +305,7 @@ class Supervisor:
                 len(expired),
                 len(purged),
             )
+        _raise_first(failures)
         return suspended, expired, purged
 
     # -- the task ---------------------------------------------------------------------------
@@ -286,7 +327,10 @@ class Supervisor:
                 next_sweep = now + sweep_period
                 try:
                     await self.sweep_once()
-                except (AdapterError, ActorFailedError):
+                except Exception:
+                    # Whatever broke (even an adapter raising something other than
+                    # AdapterError), periodic upkeep must not take the store, and the
+                    # application's `async with` body, down with it.
                     logger.exception("periodic sweep failed; retrying at the next interval")
             if now >= next_retire:
                 next_retire = now + idle_period
@@ -298,3 +342,9 @@ class Supervisor:
             actor.close()
         self.actors.clear()
         self.events.close()
+
+
+def _raise_first(failures: list[Exception]) -> None:
+    """Raise the first failure of a sweep that went on past it (each was logged)."""
+    if failures:
+        raise failures[0]
