@@ -11,6 +11,7 @@ from ._metrics import OperationStatistics
 from ._store import SessionPages, SessionStore, create_session_store
 from .adapters.base import SessionStoreAdapter
 from .adapters.memory import InMemorySessionStoreAdapter
+from .adapters.sqlite import SqliteSessionStoreAdapter
 from .errors import (
     ActorFailedError,
     AdapterError,
@@ -47,6 +48,7 @@ __all__ = [
     "SessionStateError",
     "SessionStore",
     "SessionStoreAdapter",
+    "SqliteSessionStoreAdapter",
     "StoreClosedError",
     "StoreStatistics",
     "Subscription",

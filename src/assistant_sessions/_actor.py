@@ -34,7 +34,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._turns import Op, Transaction, UserState
 from .adapters.base import Rejection, SynchronousAdapter, UserCommit
-from .errors import ActorFailedError, AdapterError, SessionConflictError
+from .errors import ActorFailedError, AdapterError, SessionConflictError, StoreClosedError
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor
@@ -207,7 +207,10 @@ class UserActor:
             self._send.send_nowait(request)
         except WouldBlock:
             # A full mailbox is backpressure: wait for room. Cancelled here, nothing was queued.
-            await self._send.send(request)
+            try:
+                await self._send.send(request)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise StoreClosedError("the store closed before this call was queued") from None
         if not self.busy:
             self.busy = True
             self.supervisor.spawn(self)
@@ -247,6 +250,15 @@ class UserActor:
                     return
                 try:
                     await self._run_batch(batch)
+                except BaseException:
+                    # Cancelled (the store is closing past its drain timeout) before these
+                    # requests had an outcome: their callers must not wait forever.
+                    for request in batch:
+                        if request.error is None and request.result is None:
+                            request.error = StoreClosedError(
+                                "the store closed before this call was applied"
+                            )
+                    raise
                 finally:
                     for request in batch:
                         assert request.done is not None

@@ -31,7 +31,7 @@ from ._turns import (
     UserState,
 )
 from .adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
-from .errors import ActorFailedError, AdapterError
+from .errors import ActorFailedError, AdapterError, StoreClosedError
 from .model import Session, SessionState
 
 __all__ = ["Supervisor"]
@@ -337,8 +337,13 @@ class Supervisor:
                 self.retire_idle()
 
     def close_all(self) -> None:
-        """Close every actor's mailbox (the store is shutting down and nothing is in flight)."""
+        """Close every actor's mailbox; requests still queued (only after the drain timeout of
+        the store's exit) fail with :class:`StoreClosedError`."""
         for actor in self.actors.values():
+            for request in actor.take_queued():
+                request.error = StoreClosedError("the store closed before this call was applied")
+                if request.done is not None:
+                    request.done.set()
             actor.close()
         self.actors.clear()
         self.events.close()

@@ -11,11 +11,13 @@ from .base import (
     UserSnapshot,
 )
 from .memory import InMemorySessionStoreAdapter
+from .sqlite import SqliteSessionStoreAdapter
 
 __all__ = [
     "InMemorySessionStoreAdapter",
     "Rejection",
     "SessionStoreAdapter",
+    "SqliteSessionStoreAdapter",
     "SynchronousAdapter",
     "UserCommit",
     "UserSnapshot",

@@ -1,0 +1,223 @@
+"""The SQLite schema of the session store: its migrations, and how sessions map to rows.
+
+A ``sessions`` row keeps the session's storage form (``_codec.session_to_dict`` as JSON) in
+``data``, the one source a session is decoded from, so a session round-trips exactly (timestamps
+keep their offset, metadata its types). The other columns copy what queries filter and order by:
+ids, the state, the surfaces (a JSON array), and timestamps as integer microseconds since the
+Unix epoch, UTC, which order correctly in SQL whatever offset the datetimes had. ``state_clock``
+is the key of the sweep index (:func:`~assistant_sessions.adapters.base.state_clock`). Triggers
+keep the ``session_surfaces`` side table equal to the ``surfaces`` column, so "sessions on this
+surface" is an index lookup.
+
+The schema version lives in the one-row table ``schema_version``. :data:`MIGRATIONS` is the list
+of forward steps: step ``i`` takes a database from version ``i`` to ``i + 1``. They run in order,
+in the same ``BEGIN IMMEDIATE`` transaction as the version update, so processes opening one file
+at once migrate it once, and a failed migration leaves the database as it was. Steps are
+history: never edit one that has shipped, append a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from .._codec import session_from_dict, session_to_dict
+from ..errors import AdapterError
+from ..model import Session
+from .base import state_clock
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SessionRow",
+    "check_known_version",
+    "decode_session",
+    "encode_session",
+    "from_micros",
+    "migrate",
+    "read_schema_version",
+    "to_micros",
+]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+#: A row of ``sessions`` as written, in the column order of ``INSERT``.
+SessionRow = tuple[str, str, str | None, str, int, int, int, int, str, str]
+
+
+def _surfaces_of(row: str) -> str:
+    """SQL for the ``surfaces`` of ``row`` (a table or ``NEW``), or ``[]`` if damaged."""
+    return f"CASE WHEN json_valid({row}.surfaces) THEN {row}.surfaces ELSE '[]' END"
+
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 0 -> 1: users with their commit versions, sessions, and the indexes of the queries.
+    (
+        "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+        "INSERT INTO schema_version (version) VALUES (0)",
+        "CREATE TABLE users (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
+        """CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            workspace_id TEXT,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_activity_at INTEGER NOT NULL,
+            state_changed_at INTEGER NOT NULL,
+            state_clock INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        # resolve and find by user (and workspace), most recently active first.
+        "CREATE INDEX sessions_by_user ON sessions (user_id, workspace_id, last_activity_at, id)",
+        # due(): sweeps read the oldest sessions of one state.
+        "CREATE INDEX sessions_by_state_clock ON sessions (state, state_clock, id)",
+        # find() without a user: most recently active first over every session.
+        "CREATE INDEX sessions_by_activity ON sessions (last_activity_at, id)",
+    ),
+    # 1 -> 2: surfaces, as a column (a JSON array) and as an indexed side table kept equal to
+    # it by triggers; both filled from the documents of existing sessions.
+    (
+        "ALTER TABLE sessions ADD COLUMN surfaces TEXT NOT NULL DEFAULT '[]'",
+        """UPDATE sessions SET surfaces = json_extract(data, '$.attached_surfaces')
+        WHERE json_valid(data) AND json_type(data, '$.attached_surfaces') = 'array'""",
+        """CREATE TABLE session_surfaces (
+            session_id TEXT NOT NULL,
+            surface_id TEXT NOT NULL,
+            PRIMARY KEY (session_id, surface_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX session_surfaces_by_surface ON session_surfaces (surface_id, session_id)",
+        # A write that leaves the surfaces alone (a touch) compares two short strings and stops.
+        f"""CREATE TRIGGER sessions_surfaces_insert AFTER INSERT ON sessions BEGIN
+            INSERT OR IGNORE INTO session_surfaces (session_id, surface_id)
+            SELECT NEW.id, value FROM json_each({_surfaces_of("NEW")});
+        END""",
+        f"""CREATE TRIGGER sessions_surfaces_update AFTER UPDATE OF surfaces ON sessions
+        WHEN OLD.surfaces IS NOT NEW.surfaces
+        BEGIN
+            DELETE FROM session_surfaces WHERE session_id = OLD.id;
+            INSERT OR IGNORE INTO session_surfaces (session_id, surface_id)
+            SELECT NEW.id, value FROM json_each({_surfaces_of("NEW")});
+        END""",
+        """CREATE TRIGGER sessions_surfaces_delete AFTER DELETE ON sessions BEGIN
+            DELETE FROM session_surfaces WHERE session_id = OLD.id;
+        END""",
+        f"""INSERT OR IGNORE INTO session_surfaces (session_id, surface_id)
+        SELECT sessions.id, surface.value
+        FROM sessions, json_each({_surfaces_of("sessions")}) AS surface""",
+    ),
+)
+
+#: The schema version this library writes.
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def read_schema_version(connection: sqlite3.Connection) -> int:
+    """The schema version of the open database: 0 for a new, empty one."""
+    exists = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = connection.execute("SELECT version FROM schema_version").fetchone()
+    if row is None or type(row[0]) is not int:
+        raise AdapterError("the schema_version table of the database is damaged")
+    version: int = row[0]
+    return version
+
+
+def check_known_version(version: int, where: str, known: int = SCHEMA_VERSION) -> None:
+    """Refuse a database written by a newer version of the library.
+
+    Raises:
+        AdapterError: ``version`` is newer than ``known``.
+    """
+    if version > known:
+        raise AdapterError(
+            f"{where} has schema version {version}, newer than version {known} that this "
+            "assistant-sessions knows; upgrade assistant-sessions to open it"
+        )
+
+
+def migrate(
+    connection: sqlite3.Connection,
+    where: str,
+    *,
+    steps: tuple[tuple[str, ...], ...] = MIGRATIONS,
+) -> int:
+    """Bring the database forward to ``len(steps)``; return the version it was at.
+
+    The connection must be in autocommit mode (``isolation_level=None``) and outside a
+    transaction. Everything runs in one ``BEGIN IMMEDIATE`` transaction.
+
+    Raises:
+        AdapterError: The database is newer than ``steps`` know, or its version is damaged.
+        sqlite3.Error: A step failed; nothing was changed.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        found = read_schema_version(connection)
+        check_known_version(found, where, len(steps))
+        for step in steps[found:]:
+            for statement in step:
+                connection.execute(statement)
+        if found < len(steps):
+            connection.execute("UPDATE schema_version SET version = ?", (len(steps),))
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return found
+
+
+def to_micros(moment: datetime) -> int:
+    """Integer microseconds since the Unix epoch, UTC, of an aware ``datetime`` (exact)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC ``datetime`` of :func:`to_micros` (exact)."""
+    return _EPOCH + micros * _MICROSECOND
+
+
+def encode_session(session: Session) -> SessionRow:
+    """The ``sessions`` row of ``session``."""
+    data = json.dumps(
+        session_to_dict(session), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
+    return (
+        session.id,
+        session.user_id,
+        session.workspace_id,
+        session.state.value,
+        to_micros(session.created_at),
+        to_micros(session.last_activity_at),
+        to_micros(session.state_changed_at),
+        to_micros(state_clock(session)),
+        data,
+        json.dumps(session.attached_surfaces, ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+def decode_session(session_id: str, user_id: str, data: Any) -> Session:
+    """Decode the ``data`` of the row with these ``id`` and ``user_id`` columns.
+
+    Raises:
+        AdapterError: The row does not decode into a session, or its document disagrees with
+            its columns. The decoding error is the ``__cause__``.
+    """
+    try:
+        session = session_from_dict(json.loads(data))
+    except Exception as exc:
+        raise AdapterError(
+            f"stored session {session_id!r} cannot be decoded ({type(exc).__name__}: {exc})"
+        ) from exc
+    if session.id != session_id or session.user_id != user_id:
+        raise AdapterError(
+            f"stored session {session_id!r} of user {user_id!r} holds the document of session "
+            f"{session.id!r} of user {session.user_id!r}"
+        )
+    return session

@@ -1,0 +1,354 @@
+"""The SQLite adapter: sessions in one database file, durable, shared safely by processes.
+
+Usage::
+
+    adapter = SqliteSessionStoreAdapter("sessions.db")
+    async with create_session_store(adapter) as store:
+        session = await store.resolve(user_id="u1", surface_id="web")
+
+Durability
+    The database runs in write-ahead-log (WAL) mode. ``synchronous`` chooses when a commit
+    returns (SQLite's ``PRAGMA synchronous``):
+
+    * ``"FULL"`` (the default): the WAL is synced to disk before every commit returns. An
+      acknowledged write survives a process crash (``kill -9``) *and* an operating-system crash
+      or power loss.
+    * ``"NORMAL"``: commits are written to the WAL (the operating system's cache) and synced
+      only at checkpoints. An acknowledged write survives a process crash, because the kernel
+      still holds what the process wrote; the last commits may be lost to a power loss or an
+      OS crash (the database stays consistent). Faster where syncs are slow.
+    * ``"EXTRA"``: like ``"FULL"``, and also syncs the directory; ``"OFF"``: never syncs
+      (survives a process crash, not a power loss; the database may be corrupted by one).
+
+    Group commit makes ``"FULL"`` cheap under load: one sync covers every commit that was
+    waiting.
+
+Off the event loop
+    All database work runs in worker threads (``anyio.to_thread.run_sync``), never on the event
+    loop, on asyncio and trio alike. There are two connections: a writer and a reader, each used
+    by one call at a time. Writes are grouped: every commit pending when the writer starts a
+    transaction goes into it (a lone commit goes at once, without waiting for company); while a
+    transaction is written, newly arriving commits wait and go together into the next one. Each
+    user's commit is checked against its version inside the transaction and rejected alone.
+    Reads pending together run together in one read transaction.
+
+Several processes
+    Processes (and stores) may share one file, each with its own adapter. Every write
+    transaction starts with ``BEGIN IMMEDIATE``, which takes the database's write lock before
+    versions are checked, so the versioned commits of all processes are serialized and a
+    resolve is exactly-once across them. A process that finds the lock taken retries for
+    ``busy_timeout`` seconds before its commit fails with :class:`AdapterError`.
+
+Errors
+    Driver errors become :class:`AdapterError` with the ``sqlite3`` exception as ``__cause__``.
+    A stored session that does not decode (damaged JSON, a bad state, a document that disagrees
+    with its row) fails alone: ``get`` of that id, ``load_user`` of its user and a ``find`` that
+    would return it raise :class:`AdapterError` naming it, while other sessions and users work
+    normally; ``due`` skips it (logging a warning), so sweeps go on. ``assistant-sessions
+    inspect`` shows such rows for repair.
+
+Schema
+    A version table and forward migrations (see ``_sqlite_schema``): opening an older database
+    migrates it in one transaction; a database written by a newer library is refused. Sessions
+    are stored as their JSON storage form (the library's cattrs converter), with copies of the
+    queried fields as indexed columns; timestamps as integer microseconds since the epoch
+    (UTC) so SQL orders them correctly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final, Literal, final
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import attrs
+
+from ..errors import AdapterError, InvalidInputError, InvalidTypeError
+from ..model import Session, SessionQuery, SessionState
+from . import _sqlite_db as db
+from ._sqlite_schema import encode_session
+from .base import Rejection, UserCommit, UserSnapshot
+
+__all__ = ["SqliteSessionStoreAdapter", "SqliteStatistics", "Synchronous"]
+
+#: The durability settings of :class:`SqliteSessionStoreAdapter` (SQLite's ``synchronous``).
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+_SYNCHRONOUS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+
+@attrs.frozen(slots=True)
+class SqliteStatistics:
+    """Counters of a :class:`SqliteSessionStoreAdapter` since it was created.
+
+    Attributes:
+        transactions: Write transactions committed.
+        user_commits: User commits written (applied or rejected); with group commit, many per
+            transaction.
+        write_calls: Calls of the writer thread.
+        read_calls: Calls of the reader thread (each runs every read pending at its start).
+    """
+
+    transactions: int
+    user_commits: int
+    write_calls: int
+    read_calls: int
+
+
+@final
+class SqliteSessionStoreAdapter:
+    """Keeps sessions in a SQLite database file (see the module documentation).
+
+    Args:
+        path: The database file; created, with its schema, if it does not exist.
+        synchronous: When a commit is durable: ``"FULL"`` (default; survives process and OS
+            crashes), ``"NORMAL"`` (survives process crashes), ``"EXTRA"`` or ``"OFF"``.
+        busy_timeout: Seconds to wait for another process's write lock before failing.
+        group_commit: Write every pending commit in one transaction (the default). ``False``
+            gives each commit call its own transaction: slower, for comparison.
+        max_group: Most commit calls written in one transaction.
+
+    Raises:
+        InvalidInputError: An unknown ``synchronous``, a non-positive timeout or group size.
+        InvalidTypeError: An argument has the wrong type.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 30.0,
+        group_commit: bool = True,
+        max_group: int = 1024,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidTypeError(f"path must be a str or path, not {type(path).__name__}")
+        self._path = os.fspath(path)
+        if not self._path or self._path == ":memory:" or self._path.startswith("file:"):
+            raise InvalidInputError(f"path must name a database file, not {self._path!r}")
+        if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
+            raise InvalidInputError(
+                f"synchronous must be one of {', '.join(sorted(_SYNCHRONOUS))}, not {synchronous!r}"
+            )
+        self._synchronous = synchronous.upper()
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise InvalidTypeError("busy_timeout must be seconds (int or float)")
+        if not busy_timeout > 0:
+            raise InvalidInputError(f"busy_timeout must be positive, got {busy_timeout!r}")
+        if type(max_group) is not int:
+            raise InvalidTypeError("max_group must be an int")
+        if max_group < 1:
+            raise InvalidInputError(f"max_group must be at least 1, got {max_group}")
+        self._busy_timeout = float(busy_timeout)
+        self._group_commit = bool(group_commit)
+        self._max_group = max_group
+        self._db: db.Database | None = None
+        self._opened = 0
+        self._opening: anyio.Event | None = None
+        self._counts = [0, 0, 0, 0]
+
+    def __repr__(self) -> str:
+        return (
+            f"SqliteSessionStoreAdapter({self._path!r}, synchronous={self._synchronous!r}, "
+            f"group_commit={self._group_commit})"
+        )
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def synchronous(self) -> str:
+        """The durability setting (``PRAGMA synchronous``)."""
+        return self._synchronous
+
+    def statistics(self) -> SqliteStatistics:
+        """The adapter's counters, over every time it was open (never blocks)."""
+        counts = list(self._counts)
+        if self._db is not None:
+            counts = [a + b for a, b in zip(counts, self._current_counts(self._db), strict=True)]
+        return SqliteStatistics(*counts)
+
+    @staticmethod
+    def _current_counts(database: db.Database) -> list[int]:
+        return [
+            database.transactions,
+            database.user_commits,
+            database.write_lane.calls,
+            database.read_lane.calls,
+        ]
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the database: create the file and schema, or migrate an older schema.
+
+        An open adapter may be opened again (several stores sharing it): each :meth:`open`
+        needs its :meth:`aclose`, and the last one closes the database.
+
+        Raises:
+            AdapterError: The file cannot be opened, is not a database of this library, or has
+                a newer schema version than this library knows.
+
+        On cancellation the database is not left open.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        while self._opening is not None:
+            await self._opening.wait()
+        if self._db is not None:
+            self._opened += 1
+            return
+        opening = self._opening = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                writer, reader = await anyio.to_thread.run_sync(
+                    db.connect, self._path, self._synchronous, self._busy_timeout
+                )
+            database = db.Database(
+                self._path,
+                writer,
+                reader,
+                group_commit=self._group_commit,
+                max_group=self._max_group,
+            )
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await database.close()
+                raise
+            self._db = database
+            self._opened = 1
+        finally:
+            self._opening = None
+            opening.set()
+
+    async def aclose(self) -> None:
+        """Close the database when the last :meth:`open` is matched; committed data stays.
+
+        Closing a closed adapter does nothing. Commits still waiting when the database closes
+        fail with :class:`AdapterError`; one being written completes first.
+
+        Raises:
+            AdapterError: Closing the connections failed.
+
+        Cancellation does not interrupt closing.
+        """
+        database = self._db
+        if database is None or self._opened > 1:
+            self._opened = max(0, self._opened - 1)
+            await anyio.lowlevel.checkpoint()
+            return
+        self._opened = 0
+        self._db = None
+        self._counts = [
+            a + b for a, b in zip(self._counts, self._current_counts(database), strict=True)
+        ]
+        with anyio.CancelScope(shield=True):
+            await database.close()
+
+    def _database(self) -> db.Database:
+        database = self._db
+        if database is None:
+            raise AdapterError(f"the SQLite adapter for {self._path} is not open")
+        return database
+
+    # -- per-user load and commit --------------------------------------------------------------
+
+    async def load_user(self, user_id: str) -> UserSnapshot:
+        """Return every session of ``user_id`` and the user's version (0: never written).
+
+        Raises:
+            AdapterError: The database failed or is not open, or a session of the user does
+                not decode.
+
+        On cancellation before the read started, nothing is read; once it started, it
+        completes first.
+        """
+        result: UserSnapshot = await self._database().read(db.load_user(user_id))
+        return result
+
+    async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
+        """Apply each user's commit atomically if its version matches.
+
+        The commits go into the next write transaction together with every other commit
+        pending by then (group commit). When this returns, applied commits are as durable as
+        ``synchronous`` promises.
+
+        Returns:
+            One entry per commit, in order: ``None`` if applied, else why it was rejected.
+
+        Raises:
+            AdapterError: The database failed or is not open; the transaction was rolled back,
+                so none of these commits was applied.
+            InvalidInputError: A commit upserts a session of another user.
+
+        On cancellation while still waiting for its transaction, nothing is applied; once its
+        transaction started, it completes (whole) and the cancellation follows.
+        """
+        database = self._database()
+        encoded: list[db.EncodedCommit] = []
+        for commit in commits:
+            for session in commit.upserts:
+                if session.user_id != commit.user_id:
+                    raise InvalidInputError(
+                        f"the commit of user {commit.user_id!r} upserts session {session.id!r} "
+                        f"of user {session.user_id!r}"
+                    )
+            encoded.append(
+                (
+                    commit.user_id,
+                    commit.expected_version,
+                    tuple(map(encode_session, commit.upserts)),
+                    tuple(commit.deletes),
+                )
+            )
+        if not encoded:
+            await anyio.lowlevel.checkpoint()
+            return []
+        return await database.write(encoded)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> Session | None:
+        """Return the committed session with this id, or ``None``.
+
+        Raises:
+            AdapterError: The database failed or is not open, or the session does not decode.
+
+        Cancellation: as :meth:`load_user`.
+        """
+        result: Session | None = await self._database().read(db.get(session_id))
+        return result
+
+    async def find(self, query: SessionQuery) -> list[Session]:
+        """Return committed sessions matching ``query``, most recently active first.
+
+        Raises:
+            AdapterError: The database failed or is not open, or a session it would return
+                does not decode.
+
+        Cancellation: as :meth:`load_user`.
+        """
+        result: list[Session] = await self._database().read(db.find(query))
+        return result
+
+    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+        """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``.
+
+        Oldest first, read from the ``(state, state_clock)`` index. Sessions that do not
+        decode are skipped and logged.
+
+        Raises:
+            AdapterError: The database failed or is not open.
+
+        Cancellation: as :meth:`load_user`.
+        """
+        result: list[Session] = await self._database().read(db.due(state, before, limit))
+        return result

@@ -1,0 +1,250 @@
+"""Adapters for the reliability tests: the adapters under test, and wrappers that misbehave.
+
+* :func:`adapter_kinds` / :func:`make_adapter`: every real adapter the suites run against
+  (memory always; SQLite as soon as :mod:`assistant_sessions.adapters.sqlite` imports).
+* :class:`FailingAdapter`: raises on a seeded fraction of commits and loads, either before the
+  inner adapter applied anything (a clean failure) or after it applied the commit (an
+  ambiguous one), and logs what the inner adapter really applied.
+* :class:`SyncFailingAdapter`: the same over the in-memory adapter's synchronous fast path.
+* :class:`SlowAdapter`: passes everything through after a seeded number of checkpoints, so
+  cancellations and queued callers land while an actor is loading or committing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.lowlevel
+
+from assistant_sessions import InMemorySessionStoreAdapter, SessionQuery, SessionState
+from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit, UserSnapshot
+from assistant_sessions.errors import AdapterError
+from assistant_sessions.model import Session
+
+try:
+    from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
+except ImportError:  # not built yet: the suites run on memory alone
+    SqliteSessionStoreAdapter = None  # type: ignore[assignment,misc]
+
+__all__ = [
+    "AFTER",
+    "BEFORE",
+    "CRASH",
+    "ERROR",
+    "FailingAdapter",
+    "Fault",
+    "SlowAdapter",
+    "SyncFailingAdapter",
+    "adapter_kinds",
+    "make_adapter",
+]
+
+#: Where a commit fault strikes: before the inner adapter applied anything, or after.
+BEFORE: Final = "before"
+AFTER: Final = "after"
+#: What a fault raises: ``AdapterError`` (a storage failure) or ``RuntimeError`` (a crash).
+ERROR: Final = "error"
+CRASH: Final = "crash"
+
+
+def adapter_kinds() -> list[str]:
+    """The real adapters available to run the suites against."""
+    return ["memory"] if SqliteSessionStoreAdapter is None else ["memory", "sqlite"]
+
+
+def make_adapter(kind: str, directory: Path) -> SessionStoreAdapter:
+    """A fresh, empty adapter of ``kind``, keeping its files (if any) under ``directory``."""
+    if kind == "memory":
+        return InMemorySessionStoreAdapter()
+    if kind == "sqlite":
+        assert SqliteSessionStoreAdapter is not None
+        # OFF: these suites test the store's logic, not the disk; the crash test tests the disk.
+        return SqliteSessionStoreAdapter(directory / "sessions.db", synchronous="OFF")
+    raise ValueError(kind)
+
+
+class Fault(Exception):
+    """Marker base of the injected exceptions, so tests can tell them from real ones."""
+
+
+class InjectedAdapterError(AdapterError, Fault):
+    """An injected storage failure; ``where`` is :data:`BEFORE` or :data:`AFTER` (or "load")."""
+
+    def __init__(self, where: str, number: int) -> None:
+        super().__init__(f"injected storage failure #{number} ({where})")
+        self.where = where
+
+
+class InjectedCrash(RuntimeError, Fault):
+    """An injected unexpected exception; ``where`` as in :class:`InjectedAdapterError`."""
+
+    def __init__(self, where: str, number: int) -> None:
+        super().__init__(f"injected crash #{number} ({where})")
+        self.where = where
+
+
+class FailingAdapter:
+    """Wraps an adapter and fails a seeded fraction of its commits and loads.
+
+    A commit fault strikes :data:`BEFORE` (nothing reaches the inner adapter: the failure is
+    clean) or :data:`AFTER` (the inner adapter applied the commit, then the call raises: the
+    outcome is unknown to the caller). Only users for which ``faulty(user_id)`` is true get
+    faults. ``get``, ``find`` and ``due`` always pass through.
+
+    Attributes:
+        applied: Every user commit the inner adapter applied, in order.
+        faults: How many faults were injected, by ``(kind, where)``.
+        enabled: Set to false to stop injecting faults.
+    """
+
+    def __init__(
+        self,
+        inner: SessionStoreAdapter,
+        *,
+        seed: int,
+        commit_rate: float = 0.2,
+        load_rate: float = 0.1,
+        crash_share: float = 0.3,
+        faulty: Callable[[str], bool] = lambda _user: True,
+    ) -> None:
+        self.inner = inner
+        self.enabled = True
+        self.applied: list[UserCommit] = []
+        self.faults: dict[tuple[str, str], int] = {}
+        self._random = random.Random(seed)
+        self._commit_rate = commit_rate
+        self._load_rate = load_rate
+        self._crash_share = crash_share
+        self._faulty = faulty
+
+    def _draw(self, user_ids: Sequence[str], rate: float, places: Sequence[str]) -> Fault | None:
+        if not self.enabled or not any(self._faulty(u) for u in user_ids):
+            return None
+        if self._random.random() >= rate:
+            return None
+        kind = CRASH if self._random.random() < self._crash_share else ERROR
+        where = self._random.choice(places)
+        key = (kind, where)
+        self.faults[key] = number = self.faults.get(key, 0) + 1
+        return (
+            InjectedCrash(where, number) if kind == CRASH else InjectedAdapterError(where, number)
+        )
+
+    def _record(self, commits: Sequence[UserCommit], rejections: list[Rejection | None]) -> None:
+        self.applied.extend(c for c, r in zip(commits, rejections, strict=True) if r is None)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def load_user(self, user_id: str) -> UserSnapshot:
+        fault = self._draw([user_id], self._load_rate, ["load"])
+        snapshot = await self.inner.load_user(user_id)
+        if fault is not None:
+            raise fault
+        return snapshot
+
+    async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
+        fault = self._draw([c.user_id for c in commits], self._commit_rate, [BEFORE, AFTER])
+        if fault is not None and fault.where == BEFORE:  # type: ignore[attr-defined]
+            await anyio.lowlevel.checkpoint()
+            raise fault
+        rejections = await self.inner.commit(commits)
+        self._record(commits, rejections)
+        if fault is not None:
+            raise fault
+        return rejections
+
+    async def get(self, session_id: str) -> Session | None:
+        return await self.inner.get(session_id)
+
+    async def find(self, query: SessionQuery) -> list[Session]:
+        return await self.inner.find(query)
+
+    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+        return await self.inner.due(state, before, limit)
+
+
+class SyncFailingAdapter(FailingAdapter):
+    """A :class:`FailingAdapter` over the in-memory adapter that keeps its synchronous fast
+    path, so the faults hit the store's no-await turns too."""
+
+    inner: InMemorySessionStoreAdapter
+
+    def __init__(self, inner: InMemorySessionStoreAdapter, **kwargs: object) -> None:
+        super().__init__(inner, **kwargs)  # type: ignore[arg-type]
+
+    def load_user_nowait(self, user_id: str) -> UserSnapshot:
+        fault = self._draw([user_id], self._load_rate, ["load"])
+        if fault is not None:
+            raise fault
+        return self.inner.load_user_nowait(user_id)
+
+    def commit_nowait(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
+        fault = self._draw([c.user_id for c in commits], self._commit_rate, [BEFORE, AFTER])
+        if fault is not None and fault.where == BEFORE:  # type: ignore[attr-defined]
+            raise fault
+        rejections = self.inner.commit_nowait(commits)
+        self._record(commits, rejections)
+        if fault is not None:
+            raise fault
+        return rejections
+
+    def get_nowait(self, session_id: str) -> Session | None:
+        return self.inner.get_nowait(session_id)
+
+
+class SlowAdapter:
+    """Passes every call through after a seeded random number (up to ``delay``) of checkpoints,
+    without any wall-clock sleep, so other tasks run (and queue, and cancel) meanwhile.
+
+    Attributes:
+        commits: How many commit calls reached the inner adapter.
+        max_commit_batch: The most user commits seen in one call.
+    """
+
+    def __init__(self, inner: SessionStoreAdapter, *, seed: int, delay: int = 4) -> None:
+        self.inner = inner
+        self.commits = 0
+        self._random = random.Random(seed)
+        self._delay = delay
+
+    async def _lag(self) -> None:
+        for _ in range(self._random.randint(0, self._delay)):
+            await anyio.lowlevel.checkpoint()
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def load_user(self, user_id: str) -> UserSnapshot:
+        await self._lag()
+        return await self.inner.load_user(user_id)
+
+    async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
+        await self._lag()
+        self.commits += 1
+        result = await self.inner.commit(commits)
+        await self._lag()
+        return result
+
+    async def get(self, session_id: str) -> Session | None:
+        await self._lag()
+        return await self.inner.get(session_id)
+
+    async def find(self, query: SessionQuery) -> list[Session]:
+        await self._lag()
+        return await self.inner.find(query)
+
+    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+        await self._lag()
+        return await self.inner.due(state, before, limit)

@@ -1,0 +1,91 @@
+"""Two real processes on one SQLite file: resolve stays exactly-once across processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+pytestmark = pytest.mark.anyio
+
+WORKER = Path(__file__).parent / "_workers" / "sqlite_worker.py"
+USERS = 50
+#: Rounds of USERS new users each: more chances for the two processes' commits to collide.
+ROUNDS = 4
+
+
+async def read_line(stream: BufferedByteReceiveStream) -> str:
+    return (await stream.receive_until(b"\n", 1 << 20)).decode()
+
+
+async def run_pair(path: Path, backend: str) -> list[list[dict[str, Any]]]:
+    """Run two resolve workers on ``path`` in lock step; return each one's round reports."""
+    command = [sys.executable, str(WORKER), "resolve", str(path), backend, str(USERS)]
+    command.append(str(ROUNDS))
+    reports: list[list[dict[str, Any]]] = [[], []]
+    processes: list[Process] = []
+    try:
+        for _ in range(2):
+            processes.append(await anyio.open_process(command, stderr=None))
+        outputs = []
+        for process in processes:
+            assert process.stdout is not None
+            outputs.append(BufferedByteReceiveStream(process.stdout))
+        for output in outputs:
+            assert await read_line(output) == "ready"
+        for _ in range(ROUNDS):
+            # Both are waiting: let them go at the same moment.
+            for process in processes:
+                assert process.stdin is not None
+                await process.stdin.send(b"go\n")
+            for report, output in zip(reports, outputs, strict=True):
+                report.append(json.loads(await read_line(output)))
+        for process in processes:
+            assert await process.wait() == 0
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await process.aclose()
+    return reports
+
+
+async def test_two_processes_resolving_the_same_new_users_share_one_session_each(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    path = tmp_path / "shared.db"  # not created yet: both processes create the schema at once
+    with anyio.fail_after(60):
+        first, second = await run_pair(path, anyio_backend)
+
+    connection = sqlite3.connect(path)
+    try:
+        stored = dict(connection.execute("SELECT user_id, id FROM sessions").fetchall())
+        count = connection.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        versions = dict(connection.execute("SELECT user_id, version FROM users").fetchall())
+    finally:
+        connection.close()
+    expected_users: set[str] = set()
+    for round_, (mine, theirs) in enumerate(zip(first, second, strict=True)):
+        users = {f"r{round_}-u{n}" for n in range(USERS)}
+        expected_users |= users
+        # Both processes got the same session for every user...
+        assert mine["ids"] == theirs["ids"]
+        assert set(mine["ids"]) == users
+        assert len(set(mine["ids"].values())) == USERS
+        # ...and it is the one stored. A process that lost a race had its commit rejected
+        # (stale version), reloaded, and touched the winner's session instead.
+        assert {user: stored[user] for user in users} == mine["ids"]
+        assert mine["user_commits"] >= USERS
+        assert theirs["user_commits"] >= USERS
+    assert count == len(expected_users)  # exactly one session per user, nothing else
+    # Each process applied exactly one commit per user (a create, or a touch after the other
+    # one's create): a lost update or a double create would show here.
+    assert versions == dict.fromkeys(expected_users, 2)

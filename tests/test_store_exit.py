@@ -1,0 +1,46 @@
+"""Leaving the store after its drain timeout: calls still queued fail clearly, none hangs."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from _faults import SlowAdapter
+from assistant_sessions import StoreClosedError, _store, create_session_store
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_queued_calls_fail_with_store_closed_after_drain_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_store, "DRAIN_TIMEOUT", 0.05)
+    adapter = SlowAdapter()
+    outcomes: list[object] = []
+
+    async def call(store: _store.SessionStore) -> None:
+        try:
+            outcomes.append(await store.resolve(user_id="u"))
+        except StoreClosedError as exc:
+            outcomes.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as callers:
+            store = create_session_store(adapter, mailbox_size=2)
+            await store.__aenter__()
+            gate = adapter.block("commit")
+            for _ in range(5):  # one holds the actor at the gate, two queue, two wait for room
+                callers.start_soon(call, store)
+            await gate.wait_for(1)
+            await anyio.wait_all_tasks_blocked()
+            try:
+                await store.__aexit__(None, None, None)
+                await anyio.wait_all_tasks_blocked()
+                # The four queued callers were told at once; the one whose commit was already
+                # sent still waits for it (commits are never abandoned half way).
+                assert len(outcomes) == 4
+                assert all(isinstance(o, StoreClosedError) for o in outcomes)
+            finally:
+                adapter.unblock("commit")
+    assert len(outcomes) == 5
+    assert not isinstance(outcomes[4], StoreClosedError)
