@@ -159,3 +159,29 @@ async def test_two_stores_sharing_one_adapter_stay_consistent(clock: FakeClock) 
         # Exactly one session was ever made, whichever store resolves.
         assert (await first.resolve(user_id="u1")).id == "s1"
         assert len(adapter) == 1
+
+
+async def test_due_index_keeps_order_when_the_clock_steps_back() -> None:
+    # Keys that arrive older than the newest one go to the index's stray heap; reads merge
+    # both sources in key order, and a stray that moves again is not reported twice.
+    adapter = InMemorySessionStoreAdapter()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    times = [t0 + timedelta(seconds=s) for s in (50, 10, 40, 20, 60, 30)]
+    commits = []
+    for i, at in enumerate(times):
+        session = Session(f"s{i}", "u", None, SessionState.ACTIVE, at, at, at)
+        commits.append(session)
+        assert adapter.commit_nowait([UserCommit("u", i, (session,))]) == [None]
+    due = adapter.due_nowait(SessionState.ACTIVE, t0 + timedelta(seconds=45), 10)
+    assert [s.id for s in due] == ["s1", "s3", "s5", "s2"]
+    assert [s.id for s in adapter.due_nowait(SessionState.ACTIVE, t0 + timedelta(hours=1), 2)] == [
+        "s1",
+        "s3",
+    ]
+    moved = Session("s1", "u", None, SessionState.ACTIVE, t0, times[4], t0)
+    assert adapter.commit_nowait([UserCommit("u", 6, (moved,))]) == [None]
+    later = adapter.due_nowait(SessionState.ACTIVE, t0 + timedelta(hours=1), 10)
+    assert [s.id for s in later] == ["s3", "s5", "s2", "s0", "s1", "s4"] or [
+        s.id for s in later
+    ] == ["s3", "s5", "s2", "s0", "s4", "s1"]
+    assert len({s.id for s in later}) == 6

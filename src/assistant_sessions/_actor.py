@@ -77,6 +77,7 @@ class UserActor:
     __slots__ = (
         "_receive",
         "_send",
+        "_sending",
         "broken_until",
         "busy",
         "failures",
@@ -96,6 +97,8 @@ class UserActor:
         self.failures: list[float] = []
         self.broken_until = -math.inf
         self._send: MemoryObjectSendStream[Request] | None = None
+        #: Callers inside ``send`` on a full mailbox (the mailbox must not be dropped).
+        self._sending = 0
         self._receive: MemoryObjectReceiveStream[Request] | None = None
 
     # -- calls ------------------------------------------------------------------------------
@@ -207,10 +210,13 @@ class UserActor:
             self._send.send_nowait(request)
         except WouldBlock:
             # A full mailbox is backpressure: wait for room. Cancelled here, nothing was queued.
+            self._sending += 1
             try:
                 await self._send.send(request)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 raise StoreClosedError("the store closed before this call was queued") from None
+            finally:
+                self._sending -= 1
         if not self.busy:
             self.busy = True
             self.supervisor.spawn(self)
@@ -233,7 +239,9 @@ class UserActor:
     async def drain(self) -> None:
         """Apply queued requests in batches until the mailbox is empty (the actor's task body)."""
         receive = self._receive
-        assert receive is not None
+        if receive is None:  # drained and dropped already, by an executor that ran before us
+            self.busy = False
+            return
         assert self.busy
         max_batch = self.supervisor.max_batch
         try:
@@ -247,6 +255,11 @@ class UserActor:
                     if not request.abandoned:
                         batch.append(request)
                 if not batch:
+                    # Drop the drained mailbox: after a burst its containers keep their peak
+                    # size, and a new one is cheap to make at the next contention. Not while a
+                    # caller is on its way into it (between send's checkpoint and its wait).
+                    if not self._sending:
+                        self.close()
                     return
                 try:
                     await self._run_batch(batch)

@@ -210,8 +210,26 @@ def _require_live(tx: Transaction, session_id: str, name: str) -> Session:
     return session
 
 
-def _with(session: Session, **changes: Any) -> Session:
-    return attrs.evolve(session, **changes)
+def _with(
+    session: Session,
+    *,
+    state: SessionState | None = None,
+    state_changed_at: datetime | None = None,
+    attached_surfaces: tuple[str, ...] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Session:
+    # Built directly: attrs.evolve introspects the class on every call.
+    return Session(
+        session.id,
+        session.user_id,
+        session.workspace_id,
+        session.state if state is None else state,
+        session.created_at,
+        session.last_activity_at,
+        session.state_changed_at if state_changed_at is None else state_changed_at,
+        session.attached_surfaces if attached_surfaces is None else attached_surfaces,
+        session.metadata if metadata is None else metadata,
+    )
 
 
 def _claim_surface(tx: Transaction, surface_id: str, owner_id: str) -> None:
@@ -446,7 +464,12 @@ def _select_default(
     for s in sessions:
         if s.state is _EXPIRED or s.workspace_id != workspace_id:
             continue
-        if best is None or recency_key(s) > recency_key(best):
+        # Most recently active wins, ties by id: recency_key written out, without tuples.
+        if (
+            best is None
+            or s.last_activity_at > best.last_activity_at
+            or (s.last_activity_at == best.last_activity_at and s.id > best.id)
+        ):
             best = s
         if (
             surface_id is not None

@@ -10,12 +10,11 @@ from typing import final
 import anyio.lowlevel
 
 from ..model import Session, SessionQuery, SessionState, recency_key
-from .base import Rejection, UserCommit, UserSnapshot, state_clock
+from ._due_index import DueIndex
+from .base import Rejection, UserCommit, UserSnapshot
 
 __all__ = ["InMemorySessionStoreAdapter"]
 
-# A due-index heap is rebuilt when it holds this many more entries than live ones.
-_COMPACT_SLACK = 1024
 # States whose state clock is the last activity (see ``state_clock``).
 _BY_ACTIVITY = frozenset({SessionState.CREATED, SessionState.ACTIVE})
 
@@ -25,10 +24,9 @@ class InMemorySessionStoreAdapter:
     """Keeps sessions in this process's memory, until the process ends.
 
     Sessions are immutable snapshots, so the adapter stores the objects themselves: nothing a
-    caller holds can change them. Sweeps read an index per state, a heap ordered by the state
-    clock with lazy deletion (an entry is checked against the session when it is read, and the
-    heap is rebuilt when stale entries outnumber live ones), so a sweep costs in proportion to the
-    stale sessions it finds, not to all sessions. ``find`` with a ``user_id`` reads only that
+    caller holds can change them. Sweeps read an index per state ordered by the state clock
+    (:class:`~assistant_sessions.adapters._due_index.DueIndex`), so a sweep costs in proportion
+    to the stale sessions it finds, not to all sessions. ``find`` with a ``user_id`` reads only that
     user's sessions; without one it scans.
 
     One instance may be shared by several stores in one process (as several processes share a
@@ -39,8 +37,7 @@ class InMemorySessionStoreAdapter:
         self._sessions: dict[str, Session] = {}
         self._users: dict[str, dict[str, Session]] = {}
         self._versions: dict[str, int] = {}
-        self._due: dict[SessionState, list[tuple[datetime, str]]] = {s: [] for s in SessionState}
-        self._counts: dict[SessionState, int] = dict.fromkeys(SessionState, 0)
+        self._due: dict[SessionState, DueIndex] = {s: DueIndex() for s in SessionState}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -81,7 +78,20 @@ class InMemorySessionStoreAdapter:
         if self._versions.get(user_id, 0) != commit.expected_version:
             return Rejection.VERSION
         sessions = self._sessions
-        previous = [sessions.get(session.id) for session in commit.upserts]
+        upserts = commit.upserts
+        if len(upserts) == 1 and not commit.deletes:  # the common case, without the lists
+            session = upserts[0]
+            old = sessions.get(session.id)
+            if old is not None and old.user_id != user_id:
+                return Rejection.DUPLICATE_ID
+            own = self._users.get(user_id)
+            if own is None:
+                own = self._users[user_id] = {}
+            sessions[session.id] = own[session.id] = session
+            self._index(old, session)
+            self._versions[user_id] = commit.expected_version + 1
+            return None
+        previous = [sessions.get(session.id) for session in upserts]
         for old in previous:
             if old is not None and old.user_id != user_id:
                 return Rejection.DUPLICATE_ID
@@ -92,8 +102,8 @@ class InMemorySessionStoreAdapter:
             gone = own.pop(session_id, None)
             if gone is not None:
                 del sessions[session_id]
-                self._counts[gone.state] -= 1
-        for old, session in zip(previous, commit.upserts, strict=True):
+                self._due[gone.state].discard(session_id)
+        for old, session in zip(previous, upserts, strict=True):
             sessions[session.id] = own[session.id] = session
             self._index(old, session)
         if not own:
@@ -110,18 +120,9 @@ class InMemorySessionStoreAdapter:
                 old_key = old.last_activity_at if state in _BY_ACTIVITY else old.state_changed_at
                 if old_key == key:
                     return
-            self._counts[old_state] -= 1
-        counts = self._counts
-        counts[state] += 1
-        heap = self._due[state]
-        heapq.heappush(heap, (key, new.id))
-        if len(heap) > 2 * counts[state] + _COMPACT_SLACK:
-            self._rebuild(state)
-
-    def _rebuild(self, state: SessionState) -> None:
-        heap = [(state_clock(s), s.id) for s in self._sessions.values() if s.state is state]
-        heapq.heapify(heap)
-        self._due[state] = heap
+            else:
+                self._due[old_state].discard(old.id)
+        self._due[state].set(new.id, key)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -150,24 +151,8 @@ class InMemorySessionStoreAdapter:
 
     def due_nowait(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
         """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``."""
-        heap = self._due[state]
-        found: dict[str, Session] = {}
-        keep: list[tuple[datetime, str]] = []
-        while heap and len(found) < limit and heap[0][0] < before:
-            entry = heapq.heappop(heap)
-            session = self._sessions.get(entry[1])
-            # Entries of sessions that changed since are dropped here: that is the lazy deletion.
-            if (
-                session is not None
-                and session.state is state
-                and state_clock(session) == entry[0]
-                and session.id not in found
-            ):
-                found[session.id] = session
-                keep.append(entry)
-        for entry in keep:
-            heapq.heappush(heap, entry)
-        return list(found.values())
+        sessions = self._sessions
+        return [sessions[session_id] for session_id in self._due[state].oldest(before, limit)]
 
     async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
         """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``."""

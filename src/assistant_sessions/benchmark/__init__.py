@@ -1,0 +1,25 @@
+"""The load benchmark: ``assistant-sessions bench`` (and ``python -m bench`` in the repository).
+
+It measures the session store against two baselines run in the same process, interleaved, on
+the same seeded workload: the *floor* (the store's bookkeeping called directly, no concurrency
+machinery) and a *lock store* (the same semantics guarded by one ``anyio.Lock`` per user, what a
+user would write by hand). It reports throughput, latency percentiles and their ratios to the
+baselines, memory per stored session and per live actor, the cost of a sweep, and checks that
+every resolved user ends with exactly one session (a duplicate fails the run).
+
+Run ``assistant-sessions bench --help`` for the options. The modules:
+
+* ``_workload``: the seeded operations and prefill;
+* ``_baselines``: the floor and the lock store;
+* ``_run``: the timed runs, the memory phase and the sweep phase;
+* ``_check``: the exactly-once check;
+* ``_results``: result types, medians, ratios, targets, JSON;
+* ``_adapters``: the registry of adapter factories (``--adapter``);
+* ``_report`` and ``_cli``: tables, charts and the command line.
+"""
+
+from __future__ import annotations
+
+from ._cli import main
+
+__all__ = ["main"]

@@ -1,0 +1,432 @@
+"""``assistant-sessions bench``: the command line of the load benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import attrs
+
+from ..adapters.base import SessionStoreAdapter
+from . import _run
+from ._adapters import (
+    AdapterContext,
+    BenchmarkError,
+    adapter_entries,
+    load_adapter_factory,
+)
+from ._report import environment, render, require_matplotlib, write_json, write_plots
+from ._results import (
+    MemoryResult,
+    PointResult,
+    PointSpec,
+    SubjectRun,
+    SweepResult,
+    evaluate_targets,
+)
+from ._run import measure_memory, measure_sweep, peak_rss, run_point
+from ._workload import DISTRIBUTIONS, WORKLOADS
+
+__all__ = ["main"]
+
+BACKENDS: Final = ("asyncio", "asyncio+uvloop", "trio")
+
+#: The user counts of ``--scale`` (flat-scaling target).
+SCALE_USERS: Final = (1_000, 10_000, 100_000, 1_000_000)
+
+DEFAULT_RESULTS: Final = Path("bench") / "results"
+
+
+def _count(text: str) -> int:
+    """An int written as ``10000``, ``10_000``, ``1e4`` or ``10k``."""
+    value = text.strip().lower().replace("_", "")
+    scale = 1
+    if value.endswith("k"):
+        value, scale = value[:-1], 1_000
+    elif value.endswith("m"):
+        value, scale = value[:-1], 1_000_000
+    try:
+        number = float(value) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}") from None
+    if number != int(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}")
+    return int(number)
+
+
+def _counts(text: str) -> list[int]:
+    return [_count(part) for part in text.split(",") if part.strip()]
+
+
+def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        for value in values:
+            if value not in allowed:
+                raise argparse.ArgumentTypeError(
+                    f"invalid choice {value!r} (choose from {', '.join(allowed)})"
+                )
+        return values
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options; list-valued ones take commas or repeat (every combination is measured)."""
+    parser = argparse.ArgumentParser(
+        prog="assistant-sessions bench",
+        description=(
+            "Load benchmark: the session store against the same bookkeeping without concurrency "
+            "(floor) and a store with one anyio.Lock per user (lock), interleaved in one process. "
+            "List options take comma-separated values; every combination is one point."
+        ),
+    )
+    add = parser.add_argument
+    add("-u", "--users", type=_counts, action="append", help="users U (default 10000)")
+    add("-n", "--operations", type=_count, default=100_000, help="operations per run")
+    add("-c", "--concurrency", type=_counts, action="append", help="client tasks C (default 256)")
+    add(
+        "-w",
+        "--workload",
+        type=_choices(WORKLOADS),
+        action="append",
+        help="resolve (default), hot (all clients on one user), mixed (80%% resolve, 10%% "
+        "update_metadata, 5%% attach/detach, 5%% find)",
+    )
+    add(
+        "-d",
+        "--distribution",
+        type=_choices(DISTRIBUTIONS),
+        action="append",
+        help="how users are picked: uniform (default) or zipf",
+    )
+    add("--zipf-s", type=float, default=1.1, help="the Zipf exponent (default 1.1)")
+    add(
+        "-b",
+        "--backend",
+        type=_choices(BACKENDS),
+        action="append",
+        help="asyncio (default), asyncio+uvloop, trio",
+    )
+    add("-a", "--adapter", default="memory", help="storage adapter (see --list-adapters)")
+    add("--adapter-url", help="server URL for adapters that need one")
+    add("--list-adapters", action="store_true", help="list the adapters and exit")
+    add("-r", "--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    add("--seed", type=int, default=1, help="random seed of the workload")
+    add(
+        "--fresh",
+        type=float,
+        default=0.1,
+        help="fraction of users with no session before the run (default 0.1)",
+    )
+    add(
+        "--scale",
+        action="store_true",
+        help=f"measure U in {', '.join(f'{u:,}' for u in SCALE_USERS)} (flat-scaling target) "
+        "and sweep over 10^6 sessions",
+    )
+    add(
+        "--memory-sessions",
+        type=_count,
+        default=10_000,
+        help="sessions in the tracemalloc phase (0 skips it)",
+    )
+    add(
+        "--sweep-users",
+        type=_count,
+        help="sessions in the sweep phase (default 100000; 1000000 with --scale; 0 skips it)",
+    )
+    add("--sweep-stale", type=_count, default=1_000, help="stale sessions among them")
+    add(
+        "--sweep-reference", type=_count, default=1_000, help="sessions, all stale, to compare with"
+    )
+    add("--sweep-repeats", type=int, default=3, help="sweeps of each kind (default 3)")
+    add(
+        "--gc",
+        choices=("freeze", "on"),
+        default="freeze",
+        help="freeze: move the prefill out of the collector's way during timed phases "
+        "(default); on: leave the collector as it is",
+    )
+    add("--json", type=Path, help=f"where to write the results (default {DEFAULT_RESULTS}/...)")
+    add("--no-json", action="store_true", help="do not write a JSON file")
+    add("--plot", action="store_true", help="write PNG charts next to the JSON (needs matplotlib)")
+    add("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _flat(values: list[list[Any]] | None, default: Sequence[Any]) -> list[Any]:
+    if not values:
+        return list(default)
+    return list(dict.fromkeys(itertools.chain.from_iterable(values)))
+
+
+@attrs.frozen
+class _Plan:
+    backends: list[str]
+    points: list[PointSpec]
+    rounds: int
+    memory_sessions: int
+    sweep_total: int
+    sweep_stale: int
+    sweep_reference: int
+    sweep_repeats: int
+    gc: str
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    users = _flat(args.users, SCALE_USERS if args.scale else (10_000,))
+    concurrency = _flat(args.concurrency, (256,))
+    workloads = _flat(args.workload, ("resolve",))
+    distributions = _flat(args.distribution, ("uniform",))
+    backends = _flat(args.backend, ("asyncio",))
+    if args.rounds < 1 or args.operations < 1 or min(users) < 1 or min(concurrency) < 1:
+        raise BenchmarkError("rounds, operations, users and concurrency must be at least 1")
+    if not 0.0 <= args.fresh <= 1.0:
+        raise BenchmarkError("--fresh must be between 0 and 1")
+    if args.sweep_repeats < 1:
+        raise BenchmarkError("--sweep-repeats must be at least 1")
+    points = [
+        PointSpec(
+            backend=backend,
+            adapter=args.adapter,
+            workload=workload,
+            users=u,
+            operations=args.operations,
+            concurrency=c,
+            # Every operation of ``hot`` is on one user: no distribution to vary.
+            distribution="uniform" if workload == "hot" else distribution,
+            zipf_s=args.zipf_s,
+            fresh=args.fresh,
+            seed=args.seed,
+        )
+        for backend in backends
+        for workload in workloads
+        for distribution in distributions
+        for c in concurrency
+        for u in users
+    ]
+    points = list(dict.fromkeys(points))
+    sweep_total = args.sweep_users
+    if sweep_total is None:
+        sweep_total = 1_000_000 if args.scale else 100_000
+    return _Plan(
+        backends=backends,
+        points=points,
+        rounds=args.rounds,
+        memory_sessions=args.memory_sessions,
+        sweep_total=sweep_total,
+        sweep_stale=min(args.sweep_stale, sweep_total),
+        sweep_reference=args.sweep_reference,
+        sweep_repeats=args.sweep_repeats,
+        gc=args.gc,
+    )
+
+
+def _check_backend(backend: str) -> None:
+    needs = {"trio": "trio", "asyncio+uvloop": "uvloop"}.get(backend)
+    if needs is None:
+        return
+    try:
+        importlib.import_module(needs)
+    except ImportError as exc:
+        extra = "trio" if needs == "trio" else "uvloop"
+        raise BenchmarkError(
+            f"the {backend} backend needs {needs}: pip install 'assistant-sessions[{extra}]'"
+        ) from exc
+
+
+def _run_backend(backend: str, fn: Callable[[], Any]) -> Any:
+    if backend == "asyncio+uvloop":
+        return anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": True})
+    return anyio.run(fn, backend=backend)
+
+
+class _Progress:
+    """A rich progress bar when rich is there and a terminal is attached; quiet otherwise."""
+
+    def __init__(self, total: int, console: Any, enabled: bool) -> None:
+        self._bar: Any = None
+        if console is not None and enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                # No refresh thread: it would take the GIL in the middle of timed phases.
+                auto_refresh=False,
+            )
+            self._task = self._bar.add_task("starting", total=total)
+            self._bar.start()
+
+    def step(self, description: str, advance: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=description, advance=advance)
+            self._bar.refresh()
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _console() -> Any:
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    console = Console()
+    # Piped into a file or a README, keep every column readable.
+    return console if console.is_terminal else Console(width=max(console.width, 150))
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the benchmark; return the exit status (0 ok, 1 a check failed, 2 a usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if args.list_adapters:
+        for entry in adapter_entries():
+            print(f"{entry.name:<8} {entry.summary}")
+        return 0
+    try:
+        plan = _plan(args)
+        factory = load_adapter_factory(args.adapter)
+        for backend in plan.backends:
+            _check_backend(backend)
+        if args.plot:
+            require_matplotlib()
+    except BenchmarkError as exc:
+        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
+        return 2
+
+    console = _console()
+    if console is None:
+        print(
+            "(install rich for a progress bar and tables: pip install 'assistant-sessions[bench]')"
+        )
+    started = datetime.now().astimezone()
+    workdir = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
+    per_backend = (
+        len(plan.points) // len(plan.backends) * plan.rounds * len(_run.SUBJECTS)
+        + (plan.memory_sessions > 0)
+        + (plan.sweep_total > 0)
+    )
+    progress = _Progress(per_backend * len(plan.backends), console, not args.quiet)
+    points: list[PointResult] = []
+    memory: list[MemoryResult] = []
+    sweeps: list[SweepResult] = []
+    try:
+        instances = itertools.count()
+
+        def make_adapter() -> SessionStoreAdapter:
+            return factory(AdapterContext(workdir, args.adapter_url, next(instances)))
+
+        for backend in plan.backends:
+            specs = [p for p in plan.points if p.backend == backend]
+            result = _run_backend(
+                backend,
+                partial(_measure, backend, args.adapter, specs, plan, make_adapter, progress),
+            )
+            points += result[0]
+            memory += result[1]
+            sweeps += result[2]
+    except BenchmarkError as exc:
+        progress.stop()
+        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        progress.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    targets = evaluate_targets(points, memory, sweeps)
+    render(points, memory, sweeps, targets, console)
+    ok = all(p.ok for p in points) and all(s.ok for s in sweeps)
+    document = {
+        "command": " ".join(["assistant-sessions", "bench", *argv]),
+        "started": started.isoformat(timespec="seconds"),
+        "environment": environment(),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "ok": ok,
+        "peak_rss_bytes": peak_rss(),
+        "points": [p.to_json() for p in points],
+        "memory": [attrs.asdict(m) for m in memory],
+        "sweeps": [s.to_json() for s in sweeps],
+        "targets": [attrs.asdict(t) for t in targets],
+    }
+    if not args.no_json:
+        path = (
+            args.json or DEFAULT_RESULTS / f"{started:%Y%m%d-%H%M%S}-{'-'.join(_names(plan))}.json"
+        )
+        write_json(path, document)
+        print(f"results: {path}")
+        if args.plot:
+            for chart in write_plots(path.with_suffix(""), points):
+                print(f"chart: {chart}")
+    elif args.plot:
+        stem = DEFAULT_RESULTS / f"{started:%Y%m%d-%H%M%S}"
+        for chart in write_plots(stem, points):
+            print(f"chart: {chart}")
+    if not ok:
+        print("FAILED: a correctness check failed (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _names(plan: _Plan) -> list[str]:
+    return list(dict.fromkeys(p.workload for p in plan.points))
+
+
+async def _measure(
+    backend: str,
+    adapter: str,
+    specs: list[PointSpec],
+    plan: _Plan,
+    make_adapter: Callable[[], SessionStoreAdapter],
+    progress: _Progress,
+) -> tuple[list[PointResult], list[MemoryResult], list[SweepResult]]:
+    points = []
+    for spec in specs:
+        label = spec.label()
+
+        def advance(run: SubjectRun, label: str = label) -> None:
+            progress.step(f"{label}: {run.subject} {run.throughput:,.0f} ops/s")
+
+        progress.step(label, advance=0)
+        points.append(
+            await run_point(spec, make_adapter, rounds=plan.rounds, gc_mode=plan.gc, on_run=advance)
+        )
+    memory = []
+    if plan.memory_sessions:
+        progress.step(f"memory: {plan.memory_sessions:,} sessions [{backend}]", advance=0)
+        memory.append(await measure_memory(backend, adapter, make_adapter, plan.memory_sessions))
+        progress.step("memory done")
+    sweeps = []
+    if plan.sweep_total:
+        progress.step(f"sweep over {plan.sweep_total:,} sessions [{backend}]", advance=0)
+        sweeps.append(
+            await measure_sweep(
+                backend,
+                adapter,
+                make_adapter,
+                total=plan.sweep_total,
+                stale=plan.sweep_stale,
+                reference=plan.sweep_reference,
+                repeats=plan.sweep_repeats,
+                gc_mode=plan.gc,
+            )
+        )
+        progress.step("sweep done")
+    return points, memory, sweeps

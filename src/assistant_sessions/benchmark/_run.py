@@ -1,0 +1,423 @@
+"""The measured phases: timed runs of each subject, the memory phase and the sweep phase.
+
+A *subject* is one of the things measured: the floor, the lock store, or the store itself.
+Every subject gets a new adapter, filled with the same prefill, and then the same operations:
+concurrent subjects from ``concurrency`` client tasks that take the next operation in turn (a
+closed loop), the floor from one task calling it directly. Latency is measured per operation,
+throughput over the whole timed phase. Each timed phase starts from a collected heap; with
+``gc="freeze"`` the prefill (the same for every subject) is moved out of the cyclic collector's
+way for the phase, while everything the run creates (tasks, actors) is still collected.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from array import array
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, final
+
+import anyio
+import attrs
+
+from .. import create_session_store
+from ..adapters.base import SessionStoreAdapter, UserCommit
+from ..adapters.memory import InMemorySessionStoreAdapter
+from ..model import Session, SessionState
+from ._adapters import BenchmarkError
+from ._baselines import FloorStore, LockStore
+from ._check import check_exactly_once
+from ._results import (
+    FLOOR,
+    LOCK,
+    STORE,
+    MemoryResult,
+    PointResult,
+    PointSpec,
+    SubjectRun,
+    SweepResult,
+)
+from ._workload import ATTACH, DETACH, FIND, RESOLVE, UPDATE, Operation, Workload, build_workload
+
+__all__ = [
+    "SUBJECTS",
+    "Subject",
+    "measure_memory",
+    "measure_sweep",
+    "peak_rss",
+    "populate",
+    "run_point",
+    "run_subject",
+]
+
+#: Commits per adapter call when filling an adapter before a run.
+_FILL_BATCH: Final = 1000
+
+#: Where the sweep phase's clock starts.
+_EPOCH: Final = datetime(2026, 1, 1, tzinfo=UTC)
+
+AdapterMaker = Callable[[], SessionStoreAdapter]
+
+
+@final
+@attrs.frozen
+class Subject:
+    """One thing to measure.
+
+    Attributes:
+        name: Its name in tables and JSON.
+        concurrent: Driven by ``concurrency`` tasks awaiting it; else called by one task,
+            synchronously.
+        open: Given an adapter (filled, closed), an async context manager yielding an object
+            with the store's ``resolve``, ``update_metadata``, ``attach_surface``,
+            ``detach_surface`` and ``find``. It owns the adapter's ``open``/``aclose``.
+        own_memory: Runs on a new in-memory adapter whatever ``--adapter`` says (the floor).
+    """
+
+    name: str
+    concurrent: bool
+    open: Callable[[SessionStoreAdapter], AbstractAsyncContextManager[Any]]
+    own_memory: bool = False
+
+
+@asynccontextmanager
+async def _open_floor(adapter: SessionStoreAdapter) -> AsyncIterator[FloorStore]:
+    if not isinstance(adapter, InMemorySessionStoreAdapter):
+        raise BenchmarkError("the floor runs on an InMemorySessionStoreAdapter")
+    yield FloorStore(adapter)
+
+
+#: What each point measures, in this order within every round.
+SUBJECTS: tuple[Subject, ...] = (
+    Subject(FLOOR, concurrent=False, open=_open_floor, own_memory=True),
+    Subject(LOCK, concurrent=True, open=LockStore),
+    Subject(STORE, concurrent=True, open=create_session_store),
+)
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident set size in bytes, where the platform tells."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+async def populate(adapter: SessionStoreAdapter, prefill: Sequence[UserCommit]) -> None:
+    """Commit ``prefill`` into a new adapter (opened and closed again here).
+
+    Raises:
+        BenchmarkError: The adapter rejected part of the prefill (it was not empty).
+    """
+    await adapter.open()
+    try:
+        for start in range(0, len(prefill), _FILL_BATCH):
+            rejections = await adapter.commit(prefill[start : start + _FILL_BATCH])
+            if any(r is not None for r in rejections):
+                raise BenchmarkError("the adapter rejected the prefill: was it empty?")
+    finally:
+        await adapter.aclose()
+
+
+@contextmanager
+def _quiet_gc(mode: str) -> Iterator[None]:
+    gc.collect()
+    if mode == "freeze":
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if mode == "freeze":
+            gc.unfreeze()
+
+
+async def _drive(
+    client: Any, operations: Sequence[Operation], concurrency: int
+) -> tuple[float, list[float], list[Exception]]:
+    """Run ``operations`` from ``concurrency`` tasks; return seconds, latencies and errors."""
+    pending = iter(operations)
+    latencies: list[float] = []
+    errors: list[Exception] = []
+    record, clock = latencies.append, time.perf_counter
+    resolve, find = client.resolve, client.find
+    update, attach, detach = client.update_metadata, client.attach_surface, client.detach_surface
+
+    async def run_client() -> None:
+        for kind, key, argument in pending:
+            start = clock()
+            try:
+                if kind == RESOLVE:
+                    await resolve(user_id=key, surface_id=argument)
+                elif kind == UPDATE:
+                    await update(key, argument)
+                elif kind == ATTACH:
+                    await attach(key, argument)
+                elif kind == DETACH:
+                    await detach(key, argument)
+                elif kind == FIND:
+                    await find(user_id=key)
+            except Exception as exc:
+                errors.append(exc)
+            record(clock() - start)
+
+    began = clock()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(run_client)
+    return clock() - began, latencies, errors
+
+
+def _drive_sync(
+    client: Any, operations: Sequence[Operation]
+) -> tuple[float, list[float], list[Exception]]:
+    """Run ``operations`` one after the other, synchronously (the floor)."""
+    latencies: list[float] = []
+    errors: list[Exception] = []
+    record, clock = latencies.append, time.perf_counter
+    resolve, find = client.resolve, client.find
+    update, attach, detach = client.update_metadata, client.attach_surface, client.detach_surface
+    began = clock()
+    for kind, key, argument in operations:
+        start = clock()
+        try:
+            if kind == RESOLVE:
+                resolve(user_id=key, surface_id=argument)
+            elif kind == UPDATE:
+                update(key, argument)
+            elif kind == ATTACH:
+                attach(key, argument)
+            elif kind == DETACH:
+                detach(key, argument)
+            elif kind == FIND:
+                find(user_id=key)
+        except Exception as exc:
+            errors.append(exc)
+        record(clock() - start)
+    return clock() - began, latencies, errors
+
+
+async def run_subject(
+    subject: Subject,
+    make_adapter: AdapterMaker,
+    workload: Workload,
+    concurrency: int,
+    *,
+    gc_mode: str = "freeze",
+) -> SubjectRun:
+    """Fill a new adapter, run the workload through ``subject``, check exactly-once."""
+    adapter = InMemorySessionStoreAdapter() if subject.own_memory else make_adapter()
+    await populate(adapter, workload.prefill)
+    async with subject.open(adapter) as client:
+        with _quiet_gc(gc_mode):
+            if subject.concurrent:
+                elapsed, latencies, errors = await _drive(client, workload.operations, concurrency)
+            else:
+                elapsed, latencies, errors = _drive_sync(client, workload.operations)
+        statistics_of = getattr(client, "statistics", None)
+        live = statistics_of().live_actors if callable(statistics_of) else None
+        check = await check_exactly_once(adapter, workload.resolved_users)
+    latencies.sort()
+    return SubjectRun(
+        subject=subject.name,
+        operations=len(workload.operations),
+        elapsed=elapsed,
+        # 8 bytes a latency instead of a float object's 32: many rounds and points add up.
+        latencies=array("d", latencies),
+        errors=len(errors),
+        first_error=repr(errors[0]) if errors else None,
+        live_actors=live,
+        check=check,
+    )
+
+
+async def run_point(
+    spec: PointSpec,
+    make_adapter: AdapterMaker,
+    *,
+    rounds: int,
+    subjects: Sequence[Subject] | None = None,
+    gc_mode: str = "freeze",
+    on_run: Callable[[SubjectRun], None] = lambda run: None,
+) -> PointResult:
+    """Measure one point: ``rounds`` rounds, each running every subject in turn.
+
+    ``subjects`` defaults to :data:`SUBJECTS` as it is when called (tests replace it).
+    """
+    if subjects is None:
+        subjects = SUBJECTS
+    workload = build_workload(
+        spec.workload,
+        users=spec.users,
+        operations=spec.operations,
+        distribution=spec.distribution,
+        zipf_s=spec.zipf_s,
+        fresh=spec.fresh,
+        seed=spec.seed,
+    )
+    runs: dict[str, list[SubjectRun]] = {subject.name: [] for subject in subjects}
+    for _ in range(rounds):
+        for subject in subjects:
+            run = await run_subject(
+                subject, make_adapter, workload, spec.concurrency, gc_mode=gc_mode
+            )
+            runs[subject.name].append(run)
+            on_run(run)
+    return PointResult(spec, workload.counts(), runs, peak_rss())
+
+
+def _traced() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+async def measure_memory(
+    backend: str,
+    adapter_name: str,
+    make_adapter: AdapterMaker,
+    sessions: int,
+    *,
+    idle_after: float = 0.05,
+) -> MemoryResult:
+    """Traced heap per stored idle session and per live actor, then check idle retirement.
+
+    One store resolves ``sessions`` new users (one session and one live actor each); leaving
+    it drops the actors but not the sessions. A second store with a short ``idle_after``
+    resolves them again and must retire every actor once they are idle.
+    """
+    adapter = make_adapter()
+    tracemalloc.start()
+    try:
+        async with create_session_store(adapter, idle_after=3600) as store:
+            before = _traced()
+            # The ids are made here so their strings count: the store keeps them.
+            for i in range(sessions):
+                await store.resolve(user_id=f"mem-{i:07d}")
+            with_actors = _traced()
+            live = store.statistics().live_actors
+        without_actors = _traced()
+    finally:
+        tracemalloc.stop()
+    if live != sessions:
+        raise BenchmarkError(f"expected {sessions} live actors, found {live}")
+    async with create_session_store(adapter, idle_after=idle_after) as store:
+        for i in range(sessions):
+            await store.resolve(user_id=f"mem-{i:07d}")
+        began = time.perf_counter()
+        retired = False
+        with anyio.move_on_after(max(10.0, 100 * idle_after)):
+            # Polling is the point: retirement is the supervisor's periodic work, not an event.
+            while store.statistics().live_actors:  # noqa: ASYNC110
+                await anyio.sleep(idle_after / 2)
+            retired = True
+        waited = time.perf_counter() - began
+    return MemoryResult(
+        backend=backend,
+        adapter=adapter_name,
+        sessions=sessions,
+        bytes_per_session=(without_actors - before) / sessions,
+        bytes_per_actor=(with_actors - without_actors) / sessions,
+        retired=retired,
+        retire_seconds=waited,
+        idle_after=idle_after,
+    )
+
+
+class _Clock:
+    """The sweep phase's injected clock: it moves only when told to."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _sweep_data(total: int, batches: int, stale: int, prefix: str) -> list[UserCommit]:
+    """``total`` active sessions, one per user: ``batches`` batches of ``stale`` sessions last
+    active at hour 0, 1, 2... and the rest at hour ``batches + 10``.
+    """
+    commits = []
+    for i in range(total):
+        batch = i // stale if i < batches * stale else batches + 10
+        at = _EPOCH + timedelta(hours=batch)
+        user_id = f"{prefix}-{i:07d}"
+        session = Session(f"{user_id}-s", user_id, None, SessionState.ACTIVE, at, at, at)
+        commits.append(UserCommit(user_id, 0, (session,)))
+    return commits
+
+
+async def _timed_sweep(
+    store: Any, clock: _Clock, batch: int, expected: int, gc_mode: str
+) -> tuple[float, str | None]:
+    # A ttl of one hour from half an hour past batch + 1 makes exactly batch ``batch`` stale.
+    clock.now = _EPOCH + timedelta(hours=batch + 1, minutes=30)
+    with _quiet_gc(gc_mode):
+        began = time.perf_counter()
+        moved = await store.sweep_stale(3600)
+        seconds = time.perf_counter() - began
+    problem = None
+    if len(moved) != expected:
+        problem = f"a sweep suspended {len(moved)} sessions, expected {expected}"
+    return seconds, problem
+
+
+async def measure_sweep(
+    backend: str,
+    adapter_name: str,
+    make_adapter: AdapterMaker,
+    *,
+    total: int,
+    stale: int,
+    reference: int,
+    repeats: int = 3,
+    gc_mode: str = "freeze",
+) -> SweepResult:
+    """Time one ``sweep_stale`` over ``total`` sessions of which ``stale`` are stale, against
+    one over ``reference`` sessions all stale; ``repeats`` of each, interleaved.
+
+    The big store holds ``repeats`` batches of ``stale`` old sessions (each sweep finds the next
+    one) among ``total`` sessions; each reference sweep gets a new store.
+    """
+    if stale * repeats > total:
+        raise BenchmarkError(f"--sweep-stale x repeats ({stale} x {repeats}) exceeds {total}")
+    big_clock = _Clock(_EPOCH)
+    big = make_adapter()
+    await populate(big, _sweep_data(total, repeats, stale, "sweep"))
+    seconds: list[float] = []
+    reference_seconds: list[float] = []
+    problems: list[str] = []
+    async with create_session_store(big, clock=big_clock) as big_store:
+        for batch in range(repeats):
+            small = make_adapter()
+            await populate(small, _sweep_data(reference, 1, reference, f"ref{batch}"))
+            small_clock = _Clock(_EPOCH)
+            async with create_session_store(small, clock=small_clock) as small_store:
+                took, problem = await _timed_sweep(small_store, small_clock, 0, reference, gc_mode)
+            reference_seconds.append(took)
+            problems += [problem] if problem else []
+            took, problem = await _timed_sweep(big_store, big_clock, batch, stale, gc_mode)
+            seconds.append(took)
+            problems += [problem] if problem else []
+    return SweepResult(
+        backend=backend,
+        adapter=adapter_name,
+        total=total,
+        stale=stale,
+        reference=reference,
+        seconds=seconds,
+        reference_seconds=reference_seconds,
+        ok=not problems,
+        problem=problems[0] if problems else None,
+    )
+
+
+def median_or_nan(values: Sequence[float]) -> float:
+    """The median, or NaN for no values."""
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,437 @@
+"""The load benchmark's machinery: tiny runs on both backends, and its exactly-once check.
+
+Nothing here asserts a speed: figures on a shared machine are not a test. What is tested is
+that every subject does the same work, that the report has its structure, and that a store
+which duplicates sessions fails the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+from assistant_sessions import InMemorySessionStoreAdapter, Session, create_session_store
+from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
+from assistant_sessions.benchmark import _run, main
+from assistant_sessions.benchmark._adapters import (
+    AdapterContext,
+    AdapterEntry,
+    AdapterUnavailableError,
+    UnknownAdapterError,
+    load_adapter_factory,
+    register_adapter,
+)
+from assistant_sessions.benchmark._check import check_exactly_once
+from assistant_sessions.benchmark._results import (
+    PointResult,
+    PointSpec,
+    evaluate_targets,
+    percentile,
+)
+from assistant_sessions.benchmark._run import (
+    SUBJECTS,
+    Subject,
+    measure_memory,
+    measure_sweep,
+    run_point,
+)
+from assistant_sessions.benchmark._workload import (
+    ATTACH,
+    DETACH,
+    FIND,
+    HOT_USER,
+    RESOLVE,
+    UPDATE,
+    build_workload,
+)
+from assistant_sessions.model import SessionState
+
+pytestmark = pytest.mark.anyio
+
+_TINY = ["-u", "40", "-n", "300", "-c", "8", "-r", "1", "-q"]
+_TINY_PHASES = [
+    "--memory-sessions", "30", "--sweep-users", "200", "--sweep-stale", "20",
+    "--sweep-reference", "20", "--sweep-repeats", "2",
+]  # fmt: skip
+
+
+def _spec(workload: str, backend: str, *, users: int = 40, operations: int = 300) -> PointSpec:
+    return PointSpec(
+        backend=backend,
+        adapter="memory",
+        workload=workload,
+        users=users,
+        operations=operations,
+        concurrency=8,
+        distribution="zipf" if workload == "mixed" else "uniform",
+        zipf_s=1.1,
+        fresh=0.3,
+        seed=7,
+    )
+
+
+def _memory() -> SessionStoreAdapter:
+    return InMemorySessionStoreAdapter()
+
+
+class _DuplicatingStore:
+    """A broken store: every resolve creates a new session (the original's race, made sure)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    async def resolve(self, *, user_id: str, surface_id: str | None = None) -> Session:
+        created: Session = await self._store.create(user_id=user_id, initial_surface_id=surface_id)
+        return created
+
+    async def find(self, *, user_id: str) -> list[Session]:
+        found: list[Session] = await self._store.find(user_id=user_id)
+        return found
+
+    async def update_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> Session:
+        updated: Session = await self._store.update_metadata(session_id, metadata)
+        return updated
+
+    async def attach_surface(self, session_id: str, surface_id: str) -> Session:
+        attached: Session = await self._store.attach_surface(session_id, surface_id)
+        return attached
+
+    async def detach_surface(self, session_id: str, surface_id: str) -> Session:
+        detached: Session = await self._store.detach_surface(session_id, surface_id)
+        return detached
+
+
+@asynccontextmanager
+async def _open_duplicating(adapter: SessionStoreAdapter) -> AsyncIterator[_DuplicatingStore]:
+    async with create_session_store(adapter) as store:
+        yield _DuplicatingStore(store)
+
+
+_DUPLICATING = Subject("duplicating", concurrent=True, open=_open_duplicating)
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+def test_workload_is_reproducible_and_has_the_asked_mix() -> None:
+    first = build_workload("mixed", users=500, operations=20_000, seed=3, fresh=0.1)
+    again = build_workload("mixed", users=500, operations=20_000, seed=3, fresh=0.1)
+    assert first.operations == again.operations
+    assert [c.upserts[0].id for c in first.prefill] == [c.upserts[0].id for c in again.prefill]
+    other = build_workload("mixed", users=500, operations=20_000, seed=4, fresh=0.1)
+    assert other.operations != first.operations
+
+    counts = first.counts()
+    # Calls by id on a user without a session become resolves, so resolve is a little above 80 %.
+    assert 0.79 <= counts["resolve"] / 20_000 <= 0.86
+    assert 0.08 <= counts["update_metadata"] / 20_000 <= 0.11
+    assert 0.035 <= (counts["attach_surface"] + counts["detach_surface"]) / 20_000 <= 0.06
+    assert 0.04 <= counts["find"] / 20_000 <= 0.06
+    stored = {s.id for c in first.prefill for s in c.upserts}
+    for kind, key, _ in first.operations:
+        if kind in (UPDATE, ATTACH, DETACH):
+            assert key in stored
+        else:
+            assert kind in (RESOLVE, FIND)
+    assert first.resolved_users == {k for kind, k, _ in first.operations if kind == RESOLVE}
+
+
+def test_hot_workload_is_one_fresh_user_and_zipf_is_skewed() -> None:
+    hot = build_workload("hot", users=100, operations=1000)
+    assert {key for _, key, _ in hot.operations} == {HOT_USER}
+    assert HOT_USER not in {c.user_id for c in hot.prefill}
+
+    def top_share(distribution: str) -> float:
+        ops = build_workload(
+            "resolve", users=1000, operations=10_000, distribution=distribution
+        ).operations
+        per_user: dict[str, int] = {}
+        for _, user, _ in ops:
+            per_user[user] = per_user.get(user, 0) + 1
+        return max(per_user.values()) / len(ops)
+
+    assert top_share("zipf") > 5 * top_share("uniform")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile(values, 0) == 1.0
+    assert percentile([], 50) != percentile([], 50)  # NaN
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workload", ["resolve", "hot", "mixed"])
+async def test_tiny_point_runs_every_subject_on_the_same_work(
+    workload: str, anyio_backend: str
+) -> None:
+    spec = _spec(workload, anyio_backend)
+    seen: list[str] = []
+    with anyio.fail_after(60):
+        point = await run_point(
+            spec, _memory, rounds=2, on_run=lambda run: seen.append(run.subject)
+        )
+    assert seen == ["floor", "lock", "store"] * 2
+    assert list(point.runs) == ["floor", "lock", "store"]
+    assert point.ok
+    expected = build_workload(
+        workload, users=40, operations=300, distribution=spec.distribution, fresh=0.3, seed=7
+    )
+    for name, runs in point.runs.items():
+        assert len(runs) == 2
+        for run in runs:
+            assert run.operations == 300
+            assert len(run.latencies) == 300
+            assert list(run.latencies) == sorted(run.latencies)
+            assert run.errors == 0, run.first_error
+            assert run.check.ok
+            assert run.check.users_checked == len(expected.resolved_users)
+            assert run.check.sessions_per_user == {1: len(expected.resolved_users)}
+            assert (run.live_actors is not None) == (name == "store")
+    summary = point.summary("store")
+    assert summary.vs_lock is not None
+    assert summary.vs_floor is not None
+    assert summary.p99_vs_lock is not None
+    assert summary.p50 <= summary.p95 <= summary.p99 <= summary.max
+    assert point.summary("floor").vs_floor is None
+    document = json.loads(json.dumps(point.to_json()))
+    assert document["ok"] is True
+    assert set(document["subjects"]) == {"floor", "lock", "store"}
+    store = document["subjects"]["store"]
+    assert len(store["rounds"]) == 2
+    assert store["rounds"][0]["exactly_once"]["duplicated"] == 0
+    cdf = store["latency_cdf"]
+    assert cdf[-1][0] == 100
+    assert [lat for _, lat in cdf] == sorted(lat for _, lat in cdf)
+    # The targets are set for C=256 (and U=10^4 for resolve): none for this tiny point...
+    assert evaluate_targets([point], [], []) == []
+    # ...and these for the same figures at the targets' configuration.
+    at_target = PointResult(
+        attrs.evolve(spec, concurrency=256, users=10_000), point.counts, point.runs, None
+    )
+    targets = {t.name: t for t in evaluate_targets([at_target], [], [])}
+    expected_names = {
+        "resolve": {"1 resolve vs lock", "1 p99 vs lock", "1 resolve vs floor"},
+        "hot": {"2 hot vs lock"},
+        "mixed": set(),
+    }[workload]
+    assert set(targets) == expected_names
+    limits = {
+        "1 resolve vs lock": (1.0, None),
+        "1 p99 vs lock": (None, 1.5),
+        "1 resolve vs floor": (0.5, None),
+        "2 hot vs lock": (1.0, None),
+    }
+    for target in targets.values():
+        assert target.value is not None
+        low, high = limits[target.name]
+        assert target.met == (target.value >= low if low is not None else target.value <= high)
+
+
+async def test_a_duplicating_store_fails_the_exactly_once_check(anyio_backend: str) -> None:
+    with anyio.fail_after(60):
+        point = await run_point(
+            _spec("hot", anyio_backend), _memory, rounds=1, subjects=(SUBJECTS[0], _DUPLICATING)
+        )
+    assert point.runs["floor"][0].check.ok
+    broken = point.runs["duplicating"][0]
+    assert not broken.check.ok
+    assert broken.check.duplicated == 1
+    assert broken.check.examples == (HOT_USER,)
+    assert broken.check.sessions_per_user == {300: 1}
+    assert not broken.ok
+    assert not point.ok
+    assert "FAILED" in point.summary("duplicating").check
+
+
+async def test_check_counts_duplicates_and_missing_users(anyio_backend: str) -> None:
+    adapter = InMemorySessionStoreAdapter()
+    async with create_session_store(adapter) as store:
+        await store.create(user_id="twice")
+        await store.create(user_id="twice")
+        await store.create(user_id="twice", workspace_id="other")  # another workspace: fine
+        await store.create(user_id="once")
+        await store.create(user_id="split", workspace_id="a")
+        await store.create(user_id="split", workspace_id="b")
+        expired = await store.create(user_id="revived")
+        await store.expire(expired.id)
+        await store.create(user_id="revived")
+        result = await check_exactly_once(adapter, ["twice", "once", "split", "revived", "nobody"])
+    assert result.users_checked == 5
+    assert result.duplicated == 1
+    assert result.missing == 1
+    assert set(result.examples) == {"twice", "nobody"}
+    assert result.sessions_per_user == {0: 1, 1: 2, 2: 1, 3: 1}
+    assert not result.ok
+
+
+async def test_memory_phase_measures_and_retires(anyio_backend: str) -> None:
+    with anyio.fail_after(60):
+        result = await measure_memory(anyio_backend, "memory", _memory, 200, idle_after=0.02)
+    assert result.sessions == 200
+    assert result.bytes_per_session > 0
+    assert result.bytes_per_actor > 0
+    assert result.retired
+
+
+async def test_sweep_phase_suspends_exactly_the_stale_batch(anyio_backend: str) -> None:
+    with anyio.fail_after(60):
+        result = await measure_sweep(
+            anyio_backend, "memory", _memory, total=500, stale=30, reference=40, repeats=3
+        )
+    assert result.ok, result.problem
+    assert len(result.seconds) == len(result.reference_seconds) == 3
+    assert result.ratio > 0
+
+
+async def test_sweep_phase_reports_a_sweep_that_misses_sessions(anyio_backend: str) -> None:
+    class Forgetful:
+        """An adapter whose sweep index finds nothing: the sweep must be reported wrong."""
+
+        def __init__(self) -> None:
+            self._inner = InMemorySessionStoreAdapter()
+
+        async def open(self) -> None:
+            await self._inner.open()
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+        async def load_user(self, user_id: str) -> Any:
+            return await self._inner.load_user(user_id)
+
+        async def commit(self, commits: Any) -> Any:
+            return await self._inner.commit(commits)
+
+        async def get(self, session_id: str) -> Any:
+            return await self._inner.get(session_id)
+
+        async def find(self, query: Any) -> Any:
+            return await self._inner.find(query)
+
+        async def due(self, state: SessionState, before: Any, limit: int) -> list[Session]:
+            await anyio.lowlevel.checkpoint()
+            return []
+
+    def forgetful() -> SessionStoreAdapter:
+        adapter: SessionStoreAdapter = Forgetful()
+        return adapter
+
+    with anyio.fail_after(60):
+        result = await measure_sweep(
+            anyio_backend, "forgetful", forgetful, total=100, stale=10, reference=10, repeats=1
+        )
+    assert not result.ok
+    assert result.problem is not None
+    assert "suspended 0 sessions" in result.problem
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_command_runs_and_writes_the_report(anyio_backend: str, tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    args = [*_TINY, *_TINY_PHASES, "-b", anyio_backend, "-w", "resolve,hot,mixed"]
+    assert main([*args, "--json", str(path)]) == 0
+    document = json.loads(path.read_text())
+    assert document["ok"] is True
+    assert document["command"].startswith("assistant-sessions bench ")
+    assert document["environment"]["versions"]["anyio"]
+    assert [p["spec"]["workload"] for p in document["points"]] == ["resolve", "hot", "mixed"]
+    assert all(p["spec"]["backend"] == anyio_backend for p in document["points"])
+    assert len(document["memory"]) == len(document["sweeps"]) == 1
+    assert document["sweeps"][0]["ok"] is True
+    # C=8 is not the targets' configuration: only the memory and sweep targets are evaluated.
+    names = {t["name"] for t in document["targets"]}
+    assert names == {
+        "4 sweep cost ratio",
+        "5 bytes/session",
+        "5 bytes/live actor",
+        "5 idle actors retired",
+    }
+
+
+def test_command_fails_when_a_subject_duplicates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_run, "SUBJECTS", (*SUBJECTS, _DUPLICATING))
+    path = tmp_path / "out.json"
+    status = main([*_TINY, "--memory-sessions", "0", "--sweep-users", "0", "--json", str(path)])
+    assert status == 1
+    assert "FAILED" in capsys.readouterr().err
+    document = json.loads(path.read_text())
+    assert document["ok"] is False
+    subjects = document["points"][0]["subjects"]
+    assert subjects["store"]["summary"]["ok"] is True
+    assert subjects["duplicating"]["summary"]["ok"] is False
+
+
+def test_unknown_and_unavailable_adapters_are_clear_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(UnknownAdapterError, match=r"known adapters: .*memory"):
+        load_adapter_factory("floppy")
+    assert main(["--adapter", "floppy"]) == 2
+    assert "unknown adapter 'floppy'" in capsys.readouterr().err
+
+    from assistant_sessions.benchmark import _adapters
+
+    monkeypatch.setattr(_adapters, "_REGISTRY", dict(_adapters._REGISTRY))
+    register_adapter(
+        AdapterEntry(
+            "tape",
+            "assistant_sessions.benchmark._adapters:memory_adapter",
+            "a tape drive",
+            requires=("no_such_tape_driver",),
+            hint="install the tape extra",
+        )
+    )
+    with pytest.raises(AdapterUnavailableError, match=r"no_such_tape_driver.*tape extra"):
+        load_adapter_factory("tape")
+    assert main(["--adapter", "tape"]) == 2
+    assert "'tape' adapter is not available" in capsys.readouterr().err
+    assert main(["--list-adapters"]) == 0
+    assert "tape" in capsys.readouterr().out
+
+    factory = load_adapter_factory("memory")
+    made = factory(AdapterContext(Path("."), None, 0))
+    assert isinstance(made, InMemorySessionStoreAdapter)
+
+
+def test_plot_writes_charts_or_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "out.json"
+    args = [*_TINY, "-u", "20,40", "--memory-sessions", "0", "--sweep-users", "0"]
+    status = main([*args, "--plot", "--json", str(path)])
+    if importlib.util.find_spec("matplotlib") is None:
+        assert status == 2
+        assert "pip install 'assistant-sessions[plot]'" in capsys.readouterr().err
+        assert not path.exists()
+    else:
+        assert status == 0
+        assert (tmp_path / "out-latency.png").read_bytes().startswith(b"\x89PNG")
+        assert (tmp_path / "out-scaling.png").read_bytes().startswith(b"\x89PNG")
+
+
+async def test_prefill_is_shared_not_copied(anyio_backend: str) -> None:
+    workload = build_workload("resolve", users=30, operations=10, fresh=0.0)
+    first, second = InMemorySessionStoreAdapter(), InMemorySessionStoreAdapter()
+    await _run.populate(first, workload.prefill)
+    await _run.populate(second, workload.prefill)
+    commit: UserCommit = workload.prefill[0]
+    assert first.get_nowait(commit.upserts[0].id) is commit.upserts[0]
+    assert second.get_nowait(commit.upserts[0].id) is commit.upserts[0]
+    assert len(first) == len(second) == 30
