@@ -150,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--sweep-reference", type=_count, default=1_000, help="sessions, all stale, to compare with"
     )
-    add("--sweep-repeats", type=int, default=3, help="sweeps of each kind (default 3)")
+    add(
+        "--sweep-repeats",
+        type=int,
+        default=7,
+        help="sweeps of each kind; the median counts (default 7)",
+    )
     add(
         "--gc",
         choices=("freeze", "on"),
