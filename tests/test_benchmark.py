@@ -435,3 +435,16 @@ async def test_prefill_is_shared_not_copied(anyio_backend: str) -> None:
     assert first.get_nowait(commit.upserts[0].id) is commit.upserts[0]
     assert second.get_nowait(commit.upserts[0].id) is commit.upserts[0]
     assert len(first) == len(second) == 30
+
+
+def test_idle_subscriber_subject_is_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_run, "SUBJECTS", SUBJECTS)  # main() extends it; undo that afterwards
+    path = tmp_path / "out.json"
+    args = [*_TINY, "--memory-sessions", "0", "--sweep-users", "0", "--idle-subscriber"]
+    assert main([*args, "--json", str(path)]) == 0
+    document = json.loads(path.read_text())
+    subjects = document["points"][0]["subjects"]
+    assert set(subjects) == {"floor", "lock", "store", "store+sub"}
+    assert subjects["store+sub"]["summary"]["throughput"] > 0

@@ -181,6 +181,17 @@ class Subscription:
             events.append(event)
         return events
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     async def __aenter__(self) -> Self:
         return self
 

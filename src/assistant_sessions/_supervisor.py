@@ -159,8 +159,19 @@ class Supervisor:
     def publish(self, tx: Transaction) -> None:
         """Publish the lifecycle events of a committed transaction."""
         now = tx.now
-        events = [e for before, after in tx.changes() for e in diff_events(before, after, now)]
-        self.events.publish(events)
+        events = []
+        for before, after in tx.changes():
+            if (
+                before is not None
+                and after is not None
+                and before.state is after.state
+                and before.attached_surfaces is after.attached_surfaces
+                and before.metadata is after.metadata
+            ):
+                continue  # a touch of an active session: activity only, no lifecycle event
+            events.extend(diff_events(before, after, now))
+        if events:
+            self.events.publish(events)
 
     def adapter_failed(self, actor: UserActor, exc: Exception) -> None:
         """Count and log a storage failure met by ``actor`` (its caller gets the error)."""

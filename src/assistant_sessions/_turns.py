@@ -139,6 +139,9 @@ class Transaction:
 
     def changes(self) -> list[tuple[Session | None, Session | None]]:
         """Each written session once, in order of first write: (before the batch, now)."""
+        if len(self._undo) == 1:
+            session_id, before = self._undo[0]
+            return [(before, self.sessions.get(session_id))]
         first: dict[str, Session | None] = {}
         for session_id, previous in self._undo:
             if session_id not in first:

@@ -22,3 +22,13 @@ __all__ = [
     "UserCommit",
     "UserSnapshot",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The Redis adapter needs the optional coredis (the ``redis`` extra): import it on first use,
+    # so that importing this package never requires it.
+    if name == "RedisSessionStoreAdapter":
+        from .redis import RedisSessionStoreAdapter
+
+        return RedisSessionStoreAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

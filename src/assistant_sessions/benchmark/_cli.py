@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--json", type=Path, help=f"where to write the results (default {DEFAULT_RESULTS}/...)")
     add("--no-json", action="store_true", help="do not write a JSON file")
     add("--plot", action="store_true", help="write PNG charts next to the JSON (needs matplotlib)")
+    add(
+        "--idle-subscriber",
+        action="store_true",
+        help="also measure the store with an event subscriber that never reads (subject store+sub)",
+    )
     add("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -306,6 +311,8 @@ def main(argv: Sequence[str]) -> int:
         for entry in adapter_entries():
             print(f"{entry.name:<8} {entry.summary}")
         return 0
+    if args.idle_subscriber:
+        _run.SUBJECTS = (*_run.SUBJECTS, _run.IDLE_SUBSCRIBER)
     try:
         plan = _plan(args)
         factory = load_adapter_factory(args.adapter)

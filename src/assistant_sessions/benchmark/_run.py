@@ -45,6 +45,7 @@ from ._results import (
 from ._workload import ATTACH, DETACH, FIND, RESOLVE, UPDATE, Operation, Workload, build_workload
 
 __all__ = [
+    "IDLE_SUBSCRIBER",
     "SUBJECTS",
     "Subject",
     "measure_memory",
@@ -91,6 +92,20 @@ async def _open_floor(adapter: SessionStoreAdapter) -> AsyncIterator[FloorStore]
         raise BenchmarkError("the floor runs on an InMemorySessionStoreAdapter")
     yield FloorStore(adapter)
 
+
+@asynccontextmanager
+async def _open_store_with_idle_subscriber(adapter: SessionStoreAdapter) -> AsyncIterator[Any]:
+    async with create_session_store(adapter) as store:
+        # A subscriber that never reads: its buffer fills, then drops, and must cost the
+        # actors next to nothing (events are published without awaiting).
+        with store.subscribe(buffer_size=1000):
+            yield store
+
+
+#: The store with an event subscriber that never reads (``--idle-subscriber``).
+IDLE_SUBSCRIBER: Final = Subject(
+    "store+sub", concurrent=True, open=_open_store_with_idle_subscriber
+)
 
 #: What each point measures, in this order within every round.
 SUBJECTS: tuple[Subject, ...] = (

@@ -1,0 +1,547 @@
+"""The Redis adapter against a private real server: the adapter contract, the store on Redis
+end to end, cross-store freshness, the claim protocol, and connection loss."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import pytest
+
+from assistant_sessions import (
+    AdapterError,
+    InvalidInputError,
+    InvalidTypeError,
+    Session,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionQuery,
+    SessionState,
+    SessionStateError,
+    create_session_store,
+)
+from assistant_sessions.adapters import Rejection, UserCommit
+from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
+from assistant_sessions.model import recency_key
+from assistant_sessions.testing import AdapterContract, FakeClock
+
+if TYPE_CHECKING:
+    from redis_fixtures import RedisServer
+
+
+def redis_command(port: int, *args: str) -> bytes:
+    # Imported late: pytest must register redis_fixtures as a plugin before its first import.
+    from redis_fixtures import command
+
+    return command(port, *args)
+
+
+pytest_plugins = ["redis_fixtures"]
+
+pytestmark = pytest.mark.anyio
+
+
+class TestRedisContract(AdapterContract):
+    @pytest.fixture
+    def adapter(self, redis_server: RedisServer, key_prefix: str) -> RedisSessionStoreAdapter:
+        return RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+
+
+class TestRedisBucketedContract(AdapterContract):
+    """Several buckets on one server: the cluster's claim protocol, without a cluster."""
+
+    @pytest.fixture
+    def adapter(self, redis_server: RedisServer, key_prefix: str) -> RedisSessionStoreAdapter:
+        return RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, buckets=16)
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make(
+    session_id: str,
+    user_id: str,
+    at: datetime = T0,
+    *,
+    state: SessionState = SessionState.ACTIVE,
+    workspace_id: str | None = None,
+    surfaces: tuple[str, ...] = (),
+    changed_at: datetime | None = None,
+) -> Session:
+    return Session(
+        session_id,
+        user_id,
+        workspace_id,
+        state,
+        at,
+        at,
+        changed_at or at,
+        surfaces,
+        MappingProxyType({"id": session_id}),
+    )
+
+
+@pytest.fixture(params=[1, 16], ids=["one-bucket", "16-buckets"])
+def buckets(request: pytest.FixtureRequest) -> int:
+    value: int = request.param
+    return value
+
+
+@pytest.fixture
+async def adapter(
+    redis_server: RedisServer, key_prefix: str, buckets: int
+) -> AsyncIterator[RedisSessionStoreAdapter]:
+    opened = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, buckets=buckets)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+async def test_the_store_runs_on_redis_end_to_end(
+    redis_server: RedisServer, key_prefix: str, buckets: int, clock: FakeClock
+) -> None:
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, buckets=buckets)
+    async with create_session_store(adapter, clock=clock, default_ttl=60) as store:
+        first = await store.resolve(user_id="ann", surface_id="web", workspace_id="w")
+        assert first.state is SessionState.CREATED
+        assert await store.resolve(
+            user_id="ann", surface_id="web", workspace_id="w"
+        ) == attrs.evolve(first, state=SessionState.ACTIVE)
+        other = await store.create(user_id="bob", id="bob-1", metadata={"a": 1})
+        clock.advance(10)
+        await store.attach_surface(first.id, "phone")
+        updated = await store.update_metadata(first.id, {"lang": "en", "n": [1, 2]})
+        assert dict(updated.metadata) == {"lang": "en", "n": (1, 2)}
+        assert updated.attached_surfaces == ("web", "phone")
+        assert await store.get(first.id) == updated
+        assert await store.find(user_id="ann") == [updated]
+        assert await store.find(state=SessionState.CREATED) == [other]
+        assert await store.find(surface_id="phone") == [updated]
+        clock.advance(120)
+        touched = await store.touch(other.id)
+        assert touched.state is SessionState.ACTIVE
+        swept = await store.sweep_stale()
+        assert [s.id for s in swept] == [first.id]
+        assert (await store.get(first.id)).state is SessionState.SUSPENDED  # type: ignore[union-attr]
+        assert await store.find(workspace_id="w") == [swept[0]]
+        expired = await store.expire(first.id)
+        with pytest.raises(SessionStateError):
+            await store.touch(first.id)
+        with pytest.raises(SessionConflictError):
+            await store.create(user_id="ann", id="bob-1")
+        with pytest.raises(SessionNotFoundError):
+            await store.touch("nobody's")
+        # A resolve never returns an expired session: it makes a new one.
+        again = await store.resolve(user_id="ann", surface_id="web", workspace_id="w")
+        assert again.id not in (first.id, other.id)
+    # What the store acknowledged is in Redis for the next store.
+    async with create_session_store(adapter, clock=clock) as store:
+        assert await store.get(first.id) == expired
+        assert {s.id for s in await store.find(user_id="ann")} == {first.id, again.id}
+
+
+async def test_stores_sharing_redis_never_serve_a_stale_view(
+    redis_server: RedisServer, key_prefix: str, clock: FakeClock
+) -> None:
+    def open_store() -> Any:
+        adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+        return create_session_store(adapter, clock=clock)
+
+    async with open_store() as a, open_store() as b:
+        mine = await a.create(user_id="u", id="mine", initial_surface_id="web")
+        # `b` changes the user behind `a`'s back; `a` has the user cached.
+        theirs = await b.create(user_id="u", id="theirs", workspace_id="w")
+        assert (await a.touch("theirs")).state is SessionState.ACTIVE
+        await b.detach_surface("mine", "web")
+        # Attaching what `a` still believes attached must attach it for real.
+        assert (await a.attach_surface("mine", "web")).attached_surfaces == ("web",)
+        assert (await b.get("mine")).attached_surfaces == ("web",)  # type: ignore[union-attr]
+        await b.expire("mine")
+        with pytest.raises(SessionStateError):
+            await a.update_metadata("mine", {})
+        assert (await a.expire("mine")).state is SessionState.EXPIRED
+        # Resolve sees the other store's session instead of creating a second one.
+        assert (await a.resolve(user_id="u", workspace_id="w")).id == theirs.id
+        assert len(await b.find(user_id="u")) == 2
+        assert mine.id == "mine"
+
+
+async def test_find_without_a_user_matches_a_plain_filter(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    sessions = []
+    for n in range(150):
+        # Few distinct times: many ties, which must be ordered by id across batches.
+        at = T0 + timedelta(seconds=n % 9)
+        state = list(SessionState)[n % 4]
+        sessions.append(
+            make(
+                f"s{n:03d}",
+                f"user-{n % 13}",
+                at,
+                state=state,
+                workspace_id=f"w{n % 3}",
+                surfaces=("web",) if n % 5 == 0 else (),
+                changed_at=at + timedelta(seconds=n % 4),
+            )
+        )
+    by_user: dict[str, list[Session]] = {}
+    for s in sessions:
+        by_user.setdefault(s.user_id, []).append(s)
+    commits = [UserCommit(user, 0, tuple(own)) for user, own in by_user.items()]
+    assert await adapter.commit(commits) == [None] * len(commits)
+    queries = [
+        SessionQuery(limit=1),
+        SessionQuery(limit=7),
+        SessionQuery(limit=150),
+        SessionQuery(workspace_id="w1", limit=20),
+        SessionQuery(state=SessionState.ACTIVE, limit=9),
+        SessionQuery(state=SessionState.CREATED, limit=50),
+        SessionQuery(state=SessionState.EXPIRED, workspace_id="w2"),
+        SessionQuery(surface_id="web", limit=5),
+        SessionQuery(active_after=T0 + timedelta(seconds=5), limit=30),
+        SessionQuery(after=(T0 + timedelta(seconds=4), "s100"), limit=25),
+        SessionQuery(after=(T0 + timedelta(seconds=4), "s100"), state=SessionState.ACTIVE),
+    ]
+    for query in queries:
+        expected = sorted(filter(query.matches, sessions), key=recency_key, reverse=True)
+        assert await adapter.find(query) == expected[: query.limit], query
+
+
+async def test_due_reads_the_oldest_across_all_users(adapter: RedisSessionStoreAdapter) -> None:
+    sessions = [
+        make(f"s{n}", f"user-{n % 11}", T0 + timedelta(seconds=(n * 37) % 100)) for n in range(100)
+    ]
+    suspended = [
+        make(
+            f"z{n}",
+            f"user-{n}",
+            T0,
+            state=SessionState.SUSPENDED,
+            changed_at=T0 + timedelta(seconds=50 - n),
+        )
+        for n in range(5)
+    ]
+    by_user: dict[str, list[Session]] = {}
+    for s in sessions + suspended:
+        by_user.setdefault(s.user_id, []).append(s)
+    commits = [UserCommit(user, 0, tuple(own)) for user, own in by_user.items()]
+    assert await adapter.commit(commits) == [None] * len(commits)
+    oldest = sorted(sessions, key=lambda s: s.last_activity_at)
+    cutoff = T0 + timedelta(seconds=40)
+    assert await adapter.due(SessionState.ACTIVE, cutoff, 7) == oldest[:7]
+    assert await adapter.due(SessionState.ACTIVE, cutoff, 1000) == oldest[:40]
+    assert await adapter.due(SessionState.SUSPENDED, T0 + timedelta(seconds=48), 10) == [
+        suspended[4],
+        suspended[3],
+    ]
+    assert await adapter.due(SessionState.CREATED, T0 + timedelta(days=1), 10) == []
+
+
+async def test_odd_ids_round_trip_and_stay_apart(adapter: RedisSessionStoreAdapter) -> None:
+    # Braces would move a key to another slot if ids were part of the hash tag; colons and
+    # lengths could make two users' keys or index members collide if they were not encoded.
+    users = ["{u}", "}{", "a:1", "a", "1:a", "ü☃", "x" * 512]
+    commits = [
+        UserCommit(user, 0, (make(f"{{s}}:{i}", user), make(f"s-{i}-ü", user)))
+        for i, user in enumerate(users)
+    ]
+    assert await adapter.commit(commits) == [None] * len(users)
+    for i, user in enumerate(users):
+        snapshot = await adapter.load_user(user)
+        assert {s.id for s in snapshot.sessions} == {f"{{s}}:{i}", f"s-{i}-ü"}
+        stored = await adapter.get(f"{{s}}:{i}")
+        assert stored is not None
+        assert stored.user_id == user
+    found = await adapter.find(SessionQuery(limit=100))
+    assert len(found) == 2 * len(users)
+    assert len(await adapter.due(SessionState.ACTIVE, T0 + timedelta(seconds=1), 100)) == 14
+
+
+async def test_a_deleted_session_id_can_be_used_by_another_user(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    assert await adapter.commit([UserCommit("u1", 0, (make("X", "u1"),))]) == [None]
+    assert await adapter.commit([UserCommit("u1", 1, (), ("X",))]) == [None]
+    assert await adapter.get("X") is None
+    assert await adapter.commit([UserCommit("u2", 0, (make("X", "u2"),))]) == [None]
+    stored = await adapter.get("X")
+    assert stored is not None
+    assert stored.user_id == "u2"
+    assert (await adapter.load_user("u1")).version == 2
+    # The first owner cannot take it back while the second one has it.
+    assert await adapter.commit([UserCommit("u1", 2, (make("X", "u1"),))]) == [
+        Rejection.DUPLICATE_ID
+    ]
+
+
+async def test_a_claim_left_behind_is_taken_after_fencing_its_holder(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, buckets=16)
+    await adapter.open()
+    try:
+        # u1 claims "X" and is about to commit it (a lost race or a crash would leave it so).
+        assert await adapter._claim(b"u1", b"X")
+        # While u1's create may still be in flight, the id is u1's.
+        assert await adapter.commit([UserCommit("u2", 0, (make("X", "u2"),))]) == [
+            Rejection.DUPLICATE_ID
+        ]
+        # Later u2 takes it: u1 does not have it, so u1 is fenced and the claim goes to u2.
+        adapter._claim_grace = 0
+        assert await adapter.commit([UserCommit("u2", 0, (make("X", "u2"),))]) == [None]
+        # u1's commit with its old proof of claim must not apply: the script asks for a new
+        # claim, and a new claim finds the id taken.
+        script, keys, args = adapter._commit_call(
+            UserCommit("u1", 0, (make("X", "u1"),)), {b"X"}, b"0"
+        )
+        reply = await adapter._eval(script, keys, args)
+        assert int(reply[0]) == 3
+        assert not await adapter._claim(b"u1", b"X")
+        assert await adapter.commit([UserCommit("u1", 0, (make("X", "u1"),))]) == [
+            Rejection.DUPLICATE_ID
+        ]
+        assert (await adapter.load_user("u1")).sessions == ()
+        stored = await adapter.get("X")
+        assert stored is not None
+        assert stored.user_id == "u2"
+    finally:
+        await adapter.aclose()
+
+
+async def test_calls_fail_while_redis_is_down_and_work_again_after(
+    private_redis_server: RedisServer, key_prefix: str, clock: FakeClock
+) -> None:
+    server = private_redis_server
+    adapter = RedisSessionStoreAdapter(server.url, key_prefix=key_prefix, connect_timeout=1)
+    async with create_session_store(adapter, clock=clock) as store:
+        kept = await store.resolve(user_id="u", surface_id="web")
+        await anyio.to_thread.run_sync(server.stop)
+        for call in (
+            store.resolve(user_id="u", surface_id="web"),
+            store.resolve(user_id="v"),
+            store.touch(kept.id),
+            store.get(kept.id),
+            store.find(user_id="u"),
+            store.find(),
+            store.sweep_stale(),
+        ):
+            with pytest.raises(AdapterError) as raised:
+                await call
+            assert isinstance(raised.value.__cause__, Exception)
+        await anyio.to_thread.run_sync(server.start)
+        # The same store serves again: nothing was lost, nothing half-applied.
+        again = await store.resolve(user_id="u", surface_id="web")
+        assert again.id == kept.id
+        assert len(await store.find(user_id="u")) == 1
+        assert len(await store.find(user_id="v")) <= 1
+
+
+async def test_opening_fails_cleanly_when_redis_is_unreachable() -> None:
+    from redis_fixtures import free_port
+
+    port = free_port()
+    adapter = RedisSessionStoreAdapter(f"redis://127.0.0.1:{port}/0", connect_timeout=1)
+    with pytest.raises(AdapterError, match=str(port)):
+        async with create_session_store(adapter):
+            pass
+    assert adapter.buckets == 0
+
+
+async def test_an_undecodable_session_fails_alone(
+    adapter: RedisSessionStoreAdapter, redis_server: RedisServer
+) -> None:
+    await adapter.commit(
+        [UserCommit("u", 0, (make("bad", "u"),)), UserCommit("v", 0, (make("good", "v"),))]
+    )
+    tag = adapter._user_tag(b"u").decode()
+    assert redis_command(redis_server.port, "HSET", f"{tag}s:u", "bad", '{"id": 1}') == b":0\r\n"
+    with pytest.raises(AdapterError, match="'bad'"):
+        await adapter.load_user("u")
+    with pytest.raises(AdapterError, match="'bad'"):
+        await adapter.get("bad")
+    assert await adapter.get("good") == make("good", "v")
+    assert (await adapter.load_user("v")).version == 1
+
+
+async def test_scripts_are_sent_again_when_the_server_forgot_them(
+    adapter: RedisSessionStoreAdapter, redis_server: RedisServer
+) -> None:
+    assert await adapter.commit([UserCommit("u", 0, (make("a", "u"),))]) == [None]
+    assert redis_command(redis_server.port, "SCRIPT", "FLUSH") == b"+OK\r\n"
+    assert (await adapter.load_user("u")).version == 1
+    assert redis_command(redis_server.port, "SCRIPT", "FLUSH") == b"+OK\r\n"
+    commits = [UserCommit("u", 1, (make("b", "u"),)), UserCommit("w", 0, (make("c", "w"),))]
+    assert await adapter.commit(commits) == [None, None]
+    assert await adapter.get("b") == make("b", "u")
+
+
+async def test_a_different_bucket_count_is_refused(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    first = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, buckets=4)
+    await first.open()
+    await first.aclose()
+    with pytest.raises(AdapterError, match="buckets=4"):
+        await RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, buckets=8).open()
+    # Without a count the adapter adopts the stored one, even against a cluster default.
+    adopted = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    await adopted.open()
+    try:
+        assert adopted.buckets == 4
+        with pytest.raises(AdapterError, match="already open"):
+            await adopted.open()
+    finally:
+        await adopted.aclose()
+    await adopted.aclose()  # closing twice is harmless
+    with pytest.raises(AdapterError, match="not open"):
+        await adopted.get("x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"key_prefix": ""}, InvalidInputError),
+        ({"key_prefix": "a{b"}, InvalidInputError),
+        ({"key_prefix": "a}"}, InvalidInputError),
+        ({"key_prefix": 5}, InvalidTypeError),
+        ({"buckets": 0}, InvalidInputError),
+        ({"buckets": 16385}, InvalidInputError),
+        ({"buckets": "2"}, InvalidTypeError),
+        ({"buckets": True}, InvalidTypeError),
+        ({"command_timeout": 0}, InvalidInputError),
+        ({"connect_timeout": "1"}, InvalidTypeError),
+        ({"max_connections": -1}, InvalidInputError),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        RedisSessionStoreAdapter(**kwargs)
+
+
+async def test_concurrent_commits_of_many_users_share_pipelines(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    sent: list[int] = []
+    run = adapter._group._run
+
+    async def counting(calls: list[Any]) -> list[Any]:
+        sent.append(len(calls))
+        return await run(calls)
+
+    adapter._group._run = counting
+    results: dict[str, list[Rejection | None]] = {}
+
+    async def commit(user: str) -> None:
+        results[user] = await adapter.commit([UserCommit(user, 0, (make(f"s-{user}", user),))])
+
+    async with anyio.create_task_group() as tg:
+        for n in range(60):
+            tg.start_soon(commit, f"user-{n}")
+    assert results == {f"user-{n}": [None] for n in range(60)}
+    # With several buckets a create takes two script rounds (claims are taken in between).
+    assert sum(sent) == 60 * (1 if adapter.buckets == 1 else 2)
+    # The first call went alone; the ones made while it was in flight went together.
+    assert sent[0] == 1
+    assert len(sent) < 10
+    for n in range(60):
+        assert (await adapter.load_user(f"user-{n}")).version == 1
+
+
+async def test_a_commit_cancelled_before_its_pipeline_was_sent_changes_nothing(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    gate = anyio.Event()
+    run = adapter._group._run
+
+    async def gated(calls: list[Any]) -> list[Any]:
+        await gate.wait()
+        return await run(calls)
+
+    adapter._group._run = gated
+    first: list[Rejection | None] = []
+
+    async def lead() -> None:
+        first.extend(await adapter.commit([UserCommit("a", 0, (make("sa", "a"),))]))
+
+    async def cancel_when_blocked(scope: anyio.CancelScope) -> None:
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            try:
+                tg.start_soon(lead)
+                await anyio.wait_all_tasks_blocked()
+                # The first commit's pipeline is in flight (held at the gate): the second
+                # waits for the next one, and is cancelled while it waits.
+                with anyio.CancelScope() as scope:
+                    tg.start_soon(cancel_when_blocked, scope)
+                    await adapter.commit([UserCommit("b", 0, (make("sb", "b"),))])
+                assert scope.cancelled_caught
+            finally:
+                gate.set()
+    assert first == [None]
+    assert (await adapter.load_user("b")).version == 0
+    assert await adapter.get("sb") is None
+    # The group is free again: the next commit goes out at once.
+    assert await adapter.commit([UserCommit("b", 0, (make("sb", "b"),))]) == [None]
+
+
+async def test_adapters_opening_at_once_agree_on_the_layout(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    adapters = [RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix) for _ in range(8)]
+    opened = 0
+    everyone_open = anyio.Event()
+
+    async def use(adapter: RedisSessionStoreAdapter) -> None:
+        nonlocal opened
+        # An adapter is opened and closed by one task, as a store does.
+        await adapter.open()
+        try:
+            opened += 1
+            if opened == len(adapters):
+                everyone_open.set()
+            await everyone_open.wait()
+        finally:
+            await adapter.aclose()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for adapter in adapters:
+                tg.start_soon(use, adapter)
+            await everyone_open.wait()
+            assert {adapter.buckets for adapter in adapters} == {1}
+
+
+async def test_a_writer_that_keeps_losing_races_gets_a_lease(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    first = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    second = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    await first.open()
+    await second.open()
+    try:
+        assert await first.commit([UserCommit("u", 0, (make("a", "u"),))]) == [None]
+        later = make("a", "u", T0 + timedelta(seconds=1))
+        # `first` loses three races in a row (its version is stale each time)...
+        for _ in range(3):
+            assert await first.commit([UserCommit("u", 0, (later,))]) == [Rejection.VERSION]
+        # ...so on the third it took the lease: `second`, though up to date, waits its turn.
+        with anyio.fail_after(5):
+            assert await second.commit([UserCommit("u", 1, (later,))]) == [Rejection.VERSION]
+        assert await first.commit([UserCommit("u", 1, (later,))]) == [None]
+        # The winner dropped the lease: `second` commits again at once.
+        with anyio.fail_after(0.2):
+            assert await second.commit([UserCommit("u", 2, (later,))]) == [None]
+        assert (await second.load_user("u")).version == 3
+    finally:
+        await second.aclose()
+        await first.aclose()

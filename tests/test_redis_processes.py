@@ -1,0 +1,261 @@
+"""Many real processes on one real Redis server: exactly-once resolve, no lost update, sweeps,
+and a server killed and restarted mid-load."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from assistant_sessions import AdapterError, Session, SessionState, create_session_store
+from assistant_sessions.adapters import UserCommit
+from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
+
+if TYPE_CHECKING:
+    from redis_fixtures import RedisServer
+
+pytest_plugins = ["redis_fixtures"]
+
+pytestmark = pytest.mark.anyio
+
+WORKER = Path(__file__).parent / "_redis_workers" / "redis_worker.py"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def read_line(stream: BufferedByteReceiveStream) -> str:
+    return (await stream.receive_until(b"\n", 1 << 22)).decode()
+
+
+async def run_workers(
+    mode: str, server: RedisServer, prefix: str, backend: str, params: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Start one worker per ``params``, let them all go at once, return their reports."""
+    processes: list[Process] = []
+    try:
+        for own in params:
+            command = [sys.executable, str(WORKER), mode, server.url, prefix, backend]
+            processes.append(await anyio.open_process([*command, json.dumps(own)]))
+        outputs = []
+        for process in processes:
+            assert process.stdout is not None
+            outputs.append(BufferedByteReceiveStream(process.stdout))
+        for output in outputs:
+            assert await read_line(output) == "ready"
+        for process in processes:
+            assert process.stdin is not None
+            await process.stdin.send(b"go\n")
+        reports = [json.loads(await read_line(output)) for output in outputs]
+        for process in processes:
+            assert await process.wait() == 0
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await process.aclose()
+    return reports
+
+
+def session(session_id: str, user_id: str, at: datetime, state: SessionState) -> Session:
+    return Session(session_id, user_id, None, state, at, at, at)
+
+
+async def test_concurrent_resolves_in_four_processes_create_one_session_per_user(
+    redis_server: RedisServer, key_prefix: str, anyio_backend: str
+) -> None:
+    users = [f"user-{n}" for n in range(50)]
+    params = {"users": users, "per_user": 100}
+    with anyio.fail_after(90):
+        reports = await run_workers(
+            "resolve", redis_server, key_prefix, anyio_backend, [params] * 4
+        )
+
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    await adapter.open()
+    try:
+        for user in users:
+            snapshot = await adapter.load_user(user)
+            # Exactly one session was created for the user, by whichever process won...
+            assert len(snapshot.sessions) == 1
+            (stored,) = snapshot.sessions
+            # ...and each of the 400 resolves in every process returned that one.
+            for report in reports:
+                assert report["ids"][user] == [stored.id]
+    finally:
+        await adapter.aclose()
+
+
+async def test_updates_from_four_processes_on_one_session_are_all_kept(
+    redis_server: RedisServer, key_prefix: str, anyio_backend: str
+) -> None:
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    async with create_session_store(adapter) as store:
+        created = await store.create(user_id="owner", metadata={"base": 0})
+    tags = [f"w{n}" for n in range(4)]
+    params = [{"session_id": created.id, "tag": tag, "count": 12} for tag in tags]
+    with anyio.fail_after(90):
+        await run_workers("update", redis_server, key_prefix, anyio_backend, params)
+
+    await adapter.open()
+    try:
+        stored = await adapter.get(created.id)
+    finally:
+        await adapter.aclose()
+    assert stored is not None
+    expected_keys = {"base"} | {f"{tag}-{n}" for tag in tags for n in range(12)}
+    assert set(stored.metadata) == expected_keys
+    assert all(stored.metadata[f"{tag}-{n}"] == n for tag in tags for n in range(12))
+    assert set(stored.attached_surfaces) == {f"{tag}-s{n}" for tag in tags for n in range(12)}
+    assert len(stored.attached_surfaces) == 48
+
+
+async def test_two_processes_sweeping_at_once_suspend_each_stale_session_once(
+    redis_server: RedisServer, key_prefix: str, anyio_backend: str
+) -> None:
+    now = T0 + timedelta(hours=2)
+    ttl = 3600.0
+    cutoff = now - timedelta(seconds=ttl)
+    commits = []
+    stale: set[str] = set()
+    fresh: set[str] = set()
+    for u in range(20):
+        user = f"user-{u}"
+        sessions = []
+        for n in range(8):
+            state = SessionState.CREATED if n % 4 == 0 else SessionState.ACTIVE
+            sessions.append(
+                session(f"{user}-old-{n}", user, T0 + timedelta(seconds=u * 8 + n), state)
+            )
+            stale.add(sessions[-1].id)
+        sessions.append(
+            session(f"{user}-new", user, cutoff + timedelta(seconds=1), SessionState.ACTIVE)
+        )
+        fresh.add(sessions[-1].id)
+        commits.append(UserCommit(user, 0, tuple(sessions)))
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    await adapter.open()
+    try:
+        assert await adapter.commit(commits) == [None] * len(commits)
+    finally:
+        await adapter.aclose()
+    # Each sweeper also touches (at `now`, after the cutoff) sessions the other may be sweeping.
+    ordered = sorted(stale)
+    touch = [ordered[0:60:3], ordered[1:60:3]]
+    touched = set(touch[0]) | set(touch[1])
+    params = [{"now": now.isoformat(), "ttl": ttl, "touch": ids} for ids in touch]
+    with anyio.fail_after(90):
+        reports = await run_workers("sweep", redis_server, key_prefix, anyio_backend, params)
+
+    suspended = [s for report in reports for s in report["suspended"]]
+    counts = Counter(s["id"] for s in suspended)
+    # Never one suspended twice, never one touched after the cutoff (its snapshot says when).
+    assert max(counts.values()) == 1
+    assert all(datetime.fromisoformat(s["last_activity_at"]) < cutoff for s in suspended)
+    assert not set(counts) & fresh
+    # Every stale session nobody touched was suspended by exactly one of the two.
+    assert stale - touched <= set(counts) <= stale
+    await adapter.open()
+    try:
+        for session_id in stale | fresh:
+            stored = await adapter.get(session_id)
+            assert stored is not None
+            if session_id in touched:
+                assert stored.state is SessionState.ACTIVE
+                assert stored.last_activity_at == now
+            elif session_id in fresh:
+                assert stored.state is SessionState.ACTIVE
+                assert stored.last_activity_at < now
+            else:
+                assert stored.state is SessionState.SUSPENDED
+                assert stored.state_changed_at == now
+    finally:
+        await adapter.aclose()
+
+
+async def test_a_redis_killed_mid_load_keeps_acknowledged_writes_and_serves_again(
+    private_redis_server: RedisServer, key_prefix: str
+) -> None:
+    server = private_redis_server
+    adapter = RedisSessionStoreAdapter(
+        server.url, key_prefix=key_prefix, connect_timeout=1, command_timeout=5
+    )
+    writers = 8
+    created: dict[str, str] = {}  # acknowledged creates: session id -> user
+    updated: dict[str, int] = {}  # the last acknowledged metadata value of each session
+    errors: list[AdapterError] = []
+    unexpected: list[AdapterError] = []
+    successes_after_restart = Counter[int]()
+    failed_writers: set[int] = set()
+    phase = {"killed": False, "restarted": False}
+    acknowledged = anyio.Event()
+    everyone_failed = anyio.Event()
+    restarted = anyio.Event()
+
+    async def writer(store: Any, w: int) -> None:
+        n = 0
+        while successes_after_restart[w] < 20:
+            n += 1
+            user = f"user-{w}-{n % 3}"
+            try:
+                made = await store.create(user_id=user, id=f"w{w}-{n}")
+                created[made.id] = user
+                await store.update_metadata(made.id, {"n": n})
+                updated[made.id] = n
+                await store.resolve(user_id=user, surface_id="web")
+                await store.find(user_id=user)
+            except AdapterError as exc:
+                # Only while the server is down; the outcome of the call is unknown.
+                (errors if phase["killed"] and not phase["restarted"] else unexpected).append(exc)
+                failed_writers.add(w)
+                if len(failed_writers) == writers:
+                    everyone_failed.set()
+                await restarted.wait()
+                continue
+            if phase["restarted"]:
+                successes_after_restart[w] += 1
+            if len(updated) >= 200:
+                acknowledged.set()
+
+    with anyio.fail_after(60):
+        async with create_session_store(adapter) as store, anyio.create_task_group() as tg:
+            for w in range(writers):
+                tg.start_soon(writer, store, w)
+            await acknowledged.wait()
+            phase["killed"] = True
+            await anyio.to_thread.run_sync(server.kill)
+            await everyone_failed.wait()
+            # While Redis is down, reads fail the same clear way.
+            with pytest.raises(AdapterError):
+                await store.get(next(iter(created)))
+            with pytest.raises(AdapterError):
+                await store.find(workspace_id="w")
+            await anyio.to_thread.run_sync(server.start)
+            phase["restarted"] = True
+            restarted.set()
+    # The same store served again after the restart, without being restarted itself.
+    assert all(successes_after_restart[w] >= 20 for w in range(writers))
+    # Calls during the outage failed with AdapterError (anything else would have ended the
+    # test), and no call failed before the kill or after the restart.
+    assert errors
+    assert unexpected == []
+
+    # Every acknowledged write survived the SIGKILL: appendonly with appendfsync always.
+    checker = RedisSessionStoreAdapter(server.url, key_prefix=key_prefix)
+    await checker.open()
+    try:
+        for session_id, user in created.items():
+            stored = await checker.get(session_id)
+            assert stored is not None
+            assert stored.user_id == user
+            if session_id in updated:
+                assert stored.metadata["n"] == updated[session_id]
+    finally:
+        await checker.aclose()
