@@ -448,3 +448,20 @@ def test_idle_subscriber_subject_is_measured(
     subjects = document["points"][0]["subjects"]
     assert set(subjects) == {"floor", "lock", "store", "store+sub"}
     assert subjects["store+sub"]["summary"]["throughput"] > 0
+
+
+def test_processes_share_storage_and_keep_exactly_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Two real worker processes race on the same 50 users of one SQLite file.
+    args = ["-a", "sqlite", "--processes", "1,2", "-u", "50", "-n", "400", "-c", "16"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "2"]
+    assert all(row[4] == "ok" for row in rows)
+
+
+def test_processes_need_shared_storage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--processes", "2"]) == 2
+    assert "shared storage" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from ._adapters import (
     adapter_entries,
     load_adapter_factory,
 )
+from ._processes import run_processes
 from ._report import environment, render, require_matplotlib, write_json, write_plots
 from ._results import (
     MemoryResult,
@@ -166,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--json", type=Path, help=f"where to write the results (default {DEFAULT_RESULTS}/...)")
     add("--no-json", action="store_true", help="do not write a JSON file")
     add("--plot", action="store_true", help="write PNG charts next to the JSON (needs matplotlib)")
+    add(
+        "--processes",
+        type=_counts,
+        action="append",
+        help="instead of the in-process comparison: aggregate resolve throughput of P worker "
+        "processes sharing one storage (-a redis or sqlite), batched and per-operation, with "
+        "the exactly-once check across all of them (e.g. --processes 1,2)",
+    )
     add(
         "--idle-subscriber",
         action="store_true",
@@ -311,6 +320,8 @@ def main(argv: Sequence[str]) -> int:
         for entry in adapter_entries():
             print(f"{entry.name:<8} {entry.summary}")
         return 0
+    if args.processes:
+        return _main_processes(args)
     if args.idle_subscriber:
         _run.SUBJECTS = (*_run.SUBJECTS, _run.IDLE_SUBSCRIBER)
     try:
@@ -442,3 +453,56 @@ async def _measure(
         )
         progress.step("sweep done")
     return points, memory, sweeps
+
+
+def _main_processes(args: argparse.Namespace) -> int:
+    backend = _flat(args.backend, ["asyncio"])[0]
+    users = _flat(args.users, [10_000])[0]
+    concurrency = _flat(args.concurrency, [256])[0]
+    results = []
+    workdir = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
+    try:
+        for processes in _flat(args.processes, [1]):
+            for batched in (True, False):
+                results.append(
+                    run_processes(
+                        adapter=args.adapter,
+                        url=args.adapter_url,
+                        workdir=workdir,
+                        processes=processes,
+                        users=users,
+                        operations=args.operations,
+                        concurrency=concurrency,
+                        backend=backend,
+                        seed=args.seed,
+                        batched=batched,
+                    )
+                )
+    except BenchmarkError as exc:
+        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"resolve across processes [{backend}, {args.adapter}], U={users:,}, "
+        f"C={concurrency} per process, {args.operations:,} operations per run"
+    )
+    print(f"{'P':>3} {'store ops/s':>12} {'per-op ops/s':>13} {'ratio':>6}  exactly-once")
+    by_key = {(r.processes, r.batched): r for r in results}
+    ok = True
+    for processes in _flat(args.processes, [1]):
+        store, single = by_key[processes, True], by_key[processes, False]
+        checks = (
+            "ok"
+            if store.ok and single.ok
+            else (
+                f"FAILED: {store.duplicates + single.duplicates} duplicates, "
+                f"{store.disagreements + single.disagreements} users given another session"
+            )
+        )
+        ok = ok and store.ok and single.ok
+        print(
+            f"{processes:>3} {store.throughput:>12,.0f} {single.throughput:>13,.0f} "
+            f"{store.throughput / single.throughput:>5.2f}x  {checks} ({store.users:,} users)"
+        )
+    return 0 if ok else 1
