@@ -134,6 +134,12 @@ class SessionStore:
             await self._adapter.aclose()
         return None
 
+    def _leave(self) -> None:
+        """A call in flight has returned; the last one wakes a closing store."""
+        self._in_flight -= 1
+        if self._drained is not None and not self._in_flight:
+            self._drained.set()
+
     async def _enter_call(self) -> None:
         await anyio.lowlevel.checkpoint()
         if self._status != _OPEN:
@@ -160,9 +166,7 @@ class SessionStore:
             raise
         finally:
             histogram.add(perf_counter() - start)
-            self._in_flight -= 1
-            if self._drained is not None and not self._in_flight:
-                self._drained.set()
+            self._leave()
 
     async def _call_by_id(self, session_id: str, make: Any, *args: Any) -> Any:
         await self._enter_call()
@@ -180,9 +184,7 @@ class SessionStore:
             op = make(session.user_id, session_id, *args)
             return await self._run(session.user_id, op, make.kind)
         finally:
-            self._in_flight -= 1
-            if self._drained is not None and not self._in_flight:
-                self._drained.set()
+            self._leave()
 
     async def _read(self, read: Awaitable[_T]) -> _T:
         """Await an adapter read, in flight so that leaving the store waits for it (the
@@ -191,9 +193,7 @@ class SessionStore:
         try:
             return await read
         finally:
-            self._in_flight -= 1
-            if self._drained is not None and not self._in_flight:
-                self._drained.set()
+            self._leave()
 
     async def _run(self, user_id: str, op: Op, kind: str) -> Any:
         histogram = self._recorder.histogram(kind)
@@ -392,9 +392,7 @@ class SessionStore:
         try:
             return await self._supervisor.sweep_stale(duration)
         finally:
-            self._in_flight -= 1
-            if self._drained is not None and not self._in_flight:
-                self._drained.set()
+            self._leave()
 
     async def delete(self, session_id: str) -> Session:
         """Delete a session, whatever its state; return it as it was.
