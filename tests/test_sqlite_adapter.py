@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assistant_sessions import (
     AdapterError,
@@ -24,15 +27,20 @@ from assistant_sessions import (
     SessionState,
     create_session_store,
 )
+from assistant_sessions._codec import session_to_dict
 from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.adapters._lane import Job, Lane
 from assistant_sessions.adapters._sqlite_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    decode_session,
+    encode_session,
     from_micros,
     migrate,
+    storage_document,
     to_micros,
 )
+from assistant_sessions.adapters.base import state_clock
 from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
 from assistant_sessions.testing import AdapterContract, FakeClock
 
@@ -252,6 +260,70 @@ async def test_timestamps_round_trip_and_order_across_offsets(
     assert [s.id for s in await adapter.due(SessionState.ACTIVE, cutoff, 10)] == ["early"]
 
 
+_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_ids, children, max_size=3),
+    max_leaves=10,
+)
+_moments = st.datetimes(
+    min_value=datetime(1970, 1, 2),
+    max_value=datetime(9999, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+)
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    session=st.builds(
+        Session,
+        id=_ids,
+        user_id=_ids,
+        workspace_id=st.none() | _ids,
+        state=st.sampled_from(SessionState),
+        created_at=_moments,
+        last_activity_at=_moments,
+        state_changed_at=_moments,
+        attached_surfaces=st.lists(_ids, max_size=3, unique=True).map(tuple),
+        metadata=st.dictionaries(_ids, _json, max_size=4).map(_frozen),
+    )
+)
+def test_the_hand_written_encoding_is_the_codecs(session: Session) -> None:
+    """Rows are written by a hand-written encoder (it is on the hot path), and read back with
+    the library's cattrs converter: both must agree on every session."""
+    document = session_to_dict(session)
+    assert storage_document(session) == document
+    row = encode_session(session)
+    # The very text the converter's storage form gives, and the columns copied from it.
+    assert row[8] == json.dumps(
+        document, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
+    assert row[:8] == (
+        session.id,
+        session.user_id,
+        session.workspace_id,
+        session.state.value,
+        to_micros(session.created_at),
+        to_micros(session.last_activity_at),
+        to_micros(session.state_changed_at),
+        to_micros(state_clock(session)),
+    )
+    assert json.loads(row[9]) == list(session.attached_surfaces)
+    assert decode_session(session.id, session.user_id, row[8]) == session
+
+
 def test_micros_are_exact_and_ordered() -> None:
     moments = [
         datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
@@ -362,23 +434,61 @@ async def test_a_row_that_does_not_decode_fails_alone(
         ]
     )
     raw.execute("UPDATE sessions SET data = '{\"id\": \"bad\", oops' WHERE id = 'bad'")
+    # Reading the damaged session by id: a clear error naming it, with its cause.
     with pytest.raises(AdapterError, match="'bad' cannot be decoded") as caught:
         await adapter.get("bad")
     assert caught.value.__cause__ is not None
-    with pytest.raises(AdapterError, match="'bad'"):
-        await adapter.load_user("u1")
+    # Everything else reads as before; loads, finds and sweeps leave the row out, with a warning.
     assert await adapter.get("good") == make("good", "u1", old)
+    with caplog.at_level(logging.WARNING, logger="assistant_sessions"):
+        snapshot = await adapter.load_user("u1")
+    assert (snapshot.version, snapshot.sessions) == (1, (make("good", "u1", old),))
+    assert "'bad'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="assistant_sessions"):
+        assert [s.id for s in await adapter.find(SessionQuery(user_id="u1"))] == ["good"]
+    assert "'bad'" in caplog.text
     assert [s.id for s in (await adapter.load_user("u2")).sessions] == ["other"]
     assert [s.id for s in await adapter.find(SessionQuery(user_id="u2"))] == ["other"]
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="assistant_sessions"):
         due = await adapter.due(SessionState.ACTIVE, T0, 2)
     assert sorted(s.id for s in due) == ["good", "other"]
     assert "'bad'" in caplog.text
+    # The owner's healthy sessions stay writable, and the damaged row stays as it was: its id
+    # is still taken, so another user's session cannot have it.
+    damaged = raw.execute("SELECT data FROM sessions WHERE id = 'bad'").fetchone()
+    assert await adapter.commit([UserCommit("u1", 1, (make("good", "u1", T0),))]) == [None]
+    assert await adapter.get("good") == make("good", "u1", T0)
+    assert await adapter.commit([UserCommit("u2", 1, (make("bad", "u2", T0),))]) == [
+        Rejection.DUPLICATE_ID
+    ]
+    assert raw.execute("SELECT data FROM sessions WHERE id = 'bad'").fetchone() == damaged
+    assert (await adapter.load_user("u2")).version == 1
     # A document that decodes but belongs to another row is damage too.
     good = raw.execute("SELECT data FROM sessions WHERE id = 'good'").fetchone()[0]
     raw.execute("UPDATE sessions SET data = ? WHERE id = 'other'", (good,))
     with pytest.raises(AdapterError, match="holds the document of session 'good'"):
         await adapter.get("other")
+    assert (await adapter.load_user("u2")).sessions == ()
+
+
+async def test_find_reads_past_rows_that_do_not_decode(
+    adapter: SqliteSessionStoreAdapter, raw: sqlite3.Connection
+) -> None:
+    sessions = tuple(make(f"s{n:03}", "u", T0 + timedelta(seconds=n)) for n in range(40))
+    await adapter.commit([UserCommit("u", 0, sessions)])
+    # The 10 most recent sessions are damaged: a find of 5 must read past all of them.
+    raw.execute("UPDATE sessions SET data = 'garbage' WHERE id >= 's030'")
+    found = await adapter.find(SessionQuery(user_id="u", limit=5))
+    assert [s.id for s in found] == ["s029", "s028", "s027", "s026", "s025"]
+    found = await adapter.find(SessionQuery(limit=12, after=(T0 + timedelta(seconds=35), "s035")))
+    assert [s.id for s in found] == [f"s{n:03}" for n in range(29, 17, -1)]
+    after = T0 + timedelta(seconds=28)
+    assert [s.id for s in await adapter.find(SessionQuery(user_id="u", active_after=after))] == [
+        "s029"
+    ]
+    assert await adapter.find(SessionQuery(active_after=T0 + timedelta(seconds=29))) == []
 
 
 async def test_store_keeps_serving_other_users_beside_a_corrupt_row(

@@ -7,12 +7,18 @@ reads never wait behind a disk sync (WAL readers do not block the writer, nor it
 Writes: every user commit pending when the writer lane starts a call goes into one ``BEGIN
 IMMEDIATE`` transaction (group commit). ``BEGIN IMMEDIATE`` takes the database's write lock
 before anything is read, so the version checks and the writes of two processes on one file are
-serialized (a waiting process retries for ``busy_timeout``). In the transaction each user's part
-is checked and applied on its own: a stale version rejects that user alone, before anything of
-it is written. A session id owned by another user is found by the upsert itself (it changes no
-row); that user is marked ``DUPLICATE_ID`` and the transaction is rolled back and run again
-without it -- rare, and it keeps the common path to two statements per user. (Applying a whole
-batch with a few set-wise statements over JSON parameters was tried: it was no faster.)
+serialized (a waiting process retries for ``busy_timeout``).
+
+The transaction first applies the whole batch with one statement per kind of change, each run
+over every user with ``executemany``: claim the new users, bump the versions of the others,
+delete, upsert. Each statement's row count says whether every user passed: all versions still
+matched, and no upsert met an id owned by another user (such an upsert changes no row). That is
+the common case, and it costs a few driver calls per batch instead of a few per user. If a count
+falls short, the transaction is rolled back and run again user by user: each user's version is
+checked before anything of it is written (a stale version rejects that user alone), and a user
+whose upsert meets a taken id is marked ``DUPLICATE_ID`` and the transaction run once more
+without it. (Set-wise statements over JSON or multi-row ``VALUES`` parameters were measured too:
+SQLite spent more on them than ``executemany`` does.)
 
 Reads: every read pending when the reader lane starts a call runs in one read transaction.
 """
@@ -45,6 +51,16 @@ EncodedCommit = tuple[str, int, tuple[SessionRow, ...], tuple[str, ...]]
 
 #: A read job: runs in the reader thread with the reader connection.
 Read = Callable[[sqlite3.Connection], Any]
+
+#: Each connection's page cache, KiB (SQLite's default is 2 MiB). The writer touches pages all
+#: over the indexes; pages that stay cached are not read again for every transaction.
+CACHE_KIB: Final = 32768
+
+#: Log pages between automatic checkpoints (SQLite's default is 1000). A checkpoint copies each
+#: page changed since the last one back into the database once, however often it changed, and
+#: syncs the file: rarer checkpoints copy and sync less for the same commits. The log may grow to
+#: about this many pages (4 KiB each) before it is reset.
+CHECKPOINT_PAGES: Final = 10000
 
 #: Most reads one reader call takes (a bound on how long one read transaction lasts).
 MAX_READ_BATCH: Final = 512
@@ -99,6 +115,9 @@ def connect(
         writer, reader = connections
         _use_wal(writer, path, busy_timeout)
         writer.execute(f"PRAGMA synchronous = {synchronous}")
+        writer.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        for connection in connections:
+            connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         migrate(writer, path)
         reader.execute("PRAGMA query_only = ON")
     except BaseException as exc:
@@ -232,6 +251,23 @@ class Database:
     def _transaction(self, commits: list[EncodedCommit]) -> list[Rejection | None]:
         self.user_commits += len(commits)
         connection = self._writer
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            applied = _apply_all(connection, commits)
+            if applied:
+                connection.execute("COMMIT")
+                self.transactions += 1
+                return [None] * len(commits)
+            connection.execute("ROLLBACK")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return self._one_by_one(commits)
+
+    def _one_by_one(self, commits: list[EncodedCommit]) -> list[Rejection | None]:
+        """The transaction again, checking and applying each user's commit on its own."""
+        connection = self._writer
         duplicates: set[int] = set()
         while True:
             connection.execute("BEGIN IMMEDIATE")
@@ -253,6 +289,33 @@ class Database:
             return results
 
 
+def _apply_all(connection: sqlite3.Connection, commits: list[EncodedCommit]) -> bool:
+    """Apply every commit with one statement per kind of change; ``False`` if one is refused.
+
+    The common case: every version matches and no id is taken. Each statement's row count
+    says whether that held for all users; if not, the caller rolls back and goes user by user.
+    """
+    claims: list[tuple[str]] = []
+    bumps: list[tuple[int, str, int]] = []
+    deletes: list[tuple[str, str]] = []
+    rows: list[SessionRow] = []
+    for user_id, expected, upserts, deleted in commits:
+        if expected == 0:
+            claims.append((user_id,))
+        else:
+            bumps.append((expected + 1, user_id, expected))
+        if deleted:
+            deletes.extend((session_id, user_id) for session_id in deleted)
+        rows.extend(upserts)
+    if claims and connection.executemany(_CLAIM_NEW_USER, claims).rowcount != len(claims):
+        return False
+    if bumps and connection.executemany(_BUMP_VERSION, bumps).rowcount != len(bumps):
+        return False
+    if deletes:
+        connection.executemany(_DELETE, deletes)
+    return not rows or connection.executemany(_UPSERT, rows).rowcount == len(rows)
+
+
 def _apply(connection: sqlite3.Connection, index: int, commit: EncodedCommit) -> Rejection | None:
     user_id, expected, rows, deletes = commit
     if expected == 0:
@@ -271,8 +334,21 @@ def _apply(connection: sqlite3.Connection, index: int, commit: EncodedCommit) ->
 # -- reads (run in the reader thread) -------------------------------------------------------
 
 
+def _decoded(session_id: str, user_id: str, data: Any, reader: str) -> Session | None:
+    """The session of a row, or ``None`` (logging a warning) if it does not decode."""
+    try:
+        return decode_session(session_id, user_id, data)
+    except AdapterError as exc:
+        logger.warning("%s skips stored session %r: %s", reader, session_id, exc)
+        return None
+
+
 def load_user(user_id: str) -> Read:
-    """The read of one user's sessions and version."""
+    """The read of one user's sessions and version.
+
+    Rows that do not decode are left out (and logged): the user's other sessions stay usable.
+    The damaged session keeps its row and its id; ``get`` of it raises.
+    """
 
     def read(connection: sqlite3.Connection) -> UserSnapshot:
         row = connection.execute("SELECT version FROM users WHERE user_id = ?", (user_id,))
@@ -280,14 +356,19 @@ def load_user(user_id: str) -> Read:
         rows = connection.execute(
             "SELECT id, data FROM sessions WHERE user_id = ? ORDER BY rowid", (user_id,)
         ).fetchall()
-        sessions = tuple(decode_session(sid, user_id, data) for sid, data in rows)
-        return UserSnapshot(user_id, 0 if found is None else int(found[0]), sessions)
+        reader = f"loading user {user_id!r}"
+        sessions = [
+            session
+            for session_id, data in rows
+            if (session := _decoded(session_id, user_id, data, reader)) is not None
+        ]
+        return UserSnapshot(user_id, 0 if found is None else int(found[0]), tuple(sessions))
 
     return read
 
 
 def get(session_id: str) -> Read:
-    """The read of one session by id."""
+    """The read of one session by id (a row that does not decode raises ``AdapterError``)."""
 
     def read(connection: sqlite3.Connection) -> Session | None:
         row = connection.execute(
@@ -299,7 +380,11 @@ def get(session_id: str) -> Read:
 
 
 def find(query: SessionQuery) -> Read:
-    """The read of the sessions matching ``query``, most recently active first."""
+    """The read of the sessions matching ``query``, most recently active first.
+
+    Rows that do not decode are skipped (and logged), and reading goes on past them until
+    ``limit`` sessions are found.
+    """
     clauses: list[str] = []
     parameters: list[Any] = []
     for column, value in (
@@ -320,16 +405,27 @@ def find(query: SessionQuery) -> Read:
         # Keyset paging: the sessions that follow the cursor in the result order.
         clauses.append("(last_activity_at, id) < (?, ?)")
         parameters.extend((to_micros(query.after[0]), query.after[1]))
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = (
-        f"SELECT id, user_id, data FROM sessions {where} "
-        "ORDER BY last_activity_at DESC, id DESC LIMIT ?"
-    )
-    parameters.append(query.limit)
+    select = "SELECT id, user_id, data, last_activity_at FROM sessions"
+    order = "ORDER BY last_activity_at DESC, id DESC LIMIT ?"
+    first = f"{select} {'WHERE' if clauses else ''} {' AND '.join(clauses)} {order}"
+    # After skipping damaged rows: the rows past the last one read.
+    more = f"{select} WHERE {' AND '.join([*clauses, '(last_activity_at, id) < (?, ?)'])} {order}"
+    limit = query.limit
 
     def read(connection: sqlite3.Connection) -> list[Session]:
-        rows = connection.execute(sql, parameters).fetchall()
-        return [decode_session(sid, user_id, data) for sid, user_id, data in rows]
+        found: list[Session] = []
+        asked = limit
+        rows = connection.execute(first, (*parameters, asked)).fetchall()
+        while True:
+            for session_id, user_id, data, _ in rows:
+                session = _decoded(session_id, user_id, data, "find")
+                if session is not None:
+                    found.append(session)
+            if len(found) >= limit or len(rows) < asked:
+                return found
+            asked = limit - len(found)
+            last = rows[-1]
+            rows = connection.execute(more, (*parameters, last[3], last[0], asked)).fetchall()
 
     return read
 
@@ -356,11 +452,10 @@ def due(state: SessionState, before: datetime, limit: int) -> Read:
         asked = limit
         rows = connection.execute(first, (state.value, cutoff, asked)).fetchall()
         while True:
-            for sid, user_id, data, _ in rows:
-                try:
-                    found.append(decode_session(sid, user_id, data))
-                except AdapterError:
-                    logger.warning("sweeps skip stored session %r: it does not decode", sid)
+            for session_id, user_id, data, _ in rows:
+                session = _decoded(session_id, user_id, data, "a sweep")
+                if session is not None:
+                    found.append(session)
             if len(found) >= limit or len(rows) < asked:
                 return found
             asked = limit - len(found)

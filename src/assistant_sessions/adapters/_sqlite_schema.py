@@ -7,7 +7,12 @@ ids, the state, the surfaces (a JSON array), and timestamps as integer microseco
 Unix epoch, UTC, which order correctly in SQL whatever offset the datetimes had. ``state_clock``
 is the key of the sweep index (:func:`~assistant_sessions.adapters.base.state_clock`). Triggers
 keep the ``session_surfaces`` side table equal to the ``surfaces`` column, so "sessions on this
-surface" is an index lookup.
+surface" is an index lookup; they do their work only when a write changes the surfaces.
+
+Rows are written by :func:`encode_session`, which builds the storage form by hand (a commit is on
+the hot path, and the converter's generic unstructuring costs more than the rest of the
+encoding), and read by :func:`decode_session` through the converter alone. A property test checks
+that the hand-built document is the converter's for any session.
 
 The schema version lives in the one-row table ``schema_version``. :data:`MIGRATIONS` is the list
 of forward steps: step ``i`` takes a database from version ``i`` to ``i + 1``. They run in order,
@@ -19,14 +24,16 @@ history: never edit one that has shipped, append a new one.
 from __future__ import annotations
 
 import json
+import json.encoder
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from .._codec import session_from_dict, session_to_dict
+from .._codec import session_from_dict
+from .._validate import thaw
 from ..errors import AdapterError
-from ..model import Session
-from .base import state_clock
+from ..model import Session, SessionState
 
 __all__ = [
     "MIGRATIONS",
@@ -38,6 +45,7 @@ __all__ = [
     "from_micros",
     "migrate",
     "read_schema_version",
+    "storage_document",
     "to_micros",
 ]
 
@@ -183,22 +191,71 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
 
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``, fast.
+
+    ``json.dumps`` with options builds a new encoder on every call, and even a kept
+    ``JSONEncoder`` builds its C encoder again on every call: together more than the encoding
+    of a session. So the C encoder is built once (the same one ``JSONEncoder`` builds, without
+    the check for circular references: documents are trees), where the interpreter has one.
+    """
+    options = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - interpreters without the C accelerator
+        return options.encode
+    try:
+        # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
+        # skipkeys, allow_nan), as JSONEncoder.iterencode passes them.
+        encode_string = json.encoder.encode_basestring
+        chunks = make(None, options.default, encode_string, None, ":", ",", False, False, False)
+    except TypeError:  # pragma: no cover - a C encoder with another signature
+        return options.encode
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode_json: Final = _json_encoder()
+
+
+def storage_document(session: Session) -> dict[str, Any]:
+    """The storage form of ``session``, built by hand: the same dict as ``session_to_dict``.
+
+    Writing is on the hot path of every commit, and the cattrs converter's generic unstructuring
+    costs several times this. Decoding still goes through the converter alone, and a test checks
+    that both give equal documents for any session.
+    """
+    metadata = session.metadata
+    return {
+        "id": session.id,
+        "user_id": session.user_id,
+        "workspace_id": session.workspace_id,
+        "state": str(session.state),  # a StrEnum: its value, without the enum machinery
+        "created_at": session.created_at.isoformat(),
+        "last_activity_at": session.last_activity_at.isoformat(),
+        "state_changed_at": session.state_changed_at.isoformat(),
+        "attached_surfaces": list(session.attached_surfaces),
+        "metadata": thaw(metadata) if metadata else {},
+    }
+
+
 def encode_session(session: Session) -> SessionRow:
     """The ``sessions`` row of ``session``."""
-    data = json.dumps(
-        session_to_dict(session), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    )
+    last_activity = to_micros(session.last_activity_at)
+    state_changed = to_micros(session.state_changed_at)
+    state = session.state
     return (
         session.id,
         session.user_id,
         session.workspace_id,
-        session.state.value,
+        str(state),
         to_micros(session.created_at),
-        to_micros(session.last_activity_at),
-        to_micros(session.state_changed_at),
-        to_micros(state_clock(session)),
-        data,
-        json.dumps(session.attached_surfaces, ensure_ascii=False, separators=(",", ":")),
+        last_activity,
+        state_changed,
+        # base.state_clock, inlined: the sweep index key.
+        last_activity
+        if state is SessionState.CREATED or state is SessionState.ACTIVE
+        else state_changed,
+        _encode_json(storage_document(session)),
+        _encode_json(session.attached_surfaces),
     )
 
 

@@ -21,7 +21,9 @@ Durability
       (survives a process crash, not a power loss; the database may be corrupted by one).
 
     Group commit makes ``"FULL"`` cheap under load: one sync covers every commit that was
-    waiting.
+    waiting. Checkpoints (copying the log back into the database file) run every 10,000 log
+    pages (about 40 MB), not SQLite's default 1,000: a page changed by many commits is copied
+    and synced once. Each connection caches up to 32 MiB of pages. Neither changes durability.
 
 Off the event loop
     All database work runs in worker threads (``anyio.to_thread.run_sync``), never on the event
@@ -42,10 +44,14 @@ Several processes
 Errors
     Driver errors become :class:`AdapterError` with the ``sqlite3`` exception as ``__cause__``.
     A stored session that does not decode (damaged JSON, a bad state, a document that disagrees
-    with its row) fails alone: ``get`` of that id, ``load_user`` of its user and a ``find`` that
-    would return it raise :class:`AdapterError` naming it, while other sessions and users work
-    normally; ``due`` skips it (logging a warning), so sweeps go on. ``assistant-sessions
-    inspect`` shows such rows for repair.
+    with its row) fails alone: ``get`` of that id raises :class:`AdapterError` naming it (the
+    decoding error is its cause), so every store call on that session fails so; ``load_user``,
+    ``find`` and ``due`` leave it out, logging a warning, so the owner's other sessions stay
+    readable and writable, resolves for the owner work, and sweeps go on. The damaged row is
+    never written over by another user's session: its id stays taken (``DUPLICATE_ID``).
+    ``assistant-sessions inspect`` shows such rows for repair. To repair a row while stores use
+    the file, also bump its user's version in the same transaction (``UPDATE users SET version =
+    version + 1 WHERE user_id = ?``), so that their actors reload the user.
 
 Schema
     A version table and forward migrations (see ``_sqlite_schema``): opening an older database
@@ -264,9 +270,11 @@ class SqliteSessionStoreAdapter:
     async def load_user(self, user_id: str) -> UserSnapshot:
         """Return every session of ``user_id`` and the user's version (0: never written).
 
+        A stored session that does not decode is left out (and logged): see the module
+        documentation.
+
         Raises:
-            AdapterError: The database failed or is not open, or a session of the user does
-                not decode.
+            AdapterError: The database failed or is not open.
 
         On cancellation before the read started, nothing is read; once it started, it
         completes first.
@@ -330,9 +338,10 @@ class SqliteSessionStoreAdapter:
     async def find(self, query: SessionQuery) -> list[Session]:
         """Return committed sessions matching ``query``, most recently active first.
 
+        Sessions that do not decode are skipped and logged; reading goes on past them.
+
         Raises:
-            AdapterError: The database failed or is not open, or a session it would return
-                does not decode.
+            AdapterError: The database failed or is not open.
 
         Cancellation: as :meth:`load_user`.
         """
