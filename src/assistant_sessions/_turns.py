@@ -534,10 +534,10 @@ class SuspendStale:
         return moved
 
 
-class ExpireSuspended:
-    """Expire those of ``session_ids`` that have been suspended since before ``cutoff``."""
+class _AgedOut:
+    """An operation on those of ``session_ids`` that have been in one state since before
+    ``cutoff`` (re-checked here, in the owner's turn, as sweeps require)."""
 
-    kind = "expire_suspended"
     __slots__ = ("cutoff", "session_ids", "user_id")
 
     def __init__(self, user_id: str, session_ids: Sequence[str], cutoff: datetime) -> None:
@@ -545,17 +545,26 @@ class ExpireSuspended:
         self.session_ids = session_ids
         self.cutoff = cutoff
 
+    def _aged(self, tx: Transaction, state: SessionState) -> list[Session]:
+        sessions = (tx.sessions.get(session_id) for session_id in self.session_ids)
+        return [
+            s
+            for s in sessions
+            if s is not None and s.state is state and s.state_changed_at < self.cutoff
+        ]
+
+
+class ExpireSuspended(_AgedOut):
+    """Expire those of ``session_ids`` that have been suspended since before ``cutoff``."""
+
+    kind = "expire_suspended"
+    __slots__ = ()
+
     def apply(self, tx: Transaction) -> list[Session]:
-        moved = []
-        for session_id in self.session_ids:
-            session = tx.sessions.get(session_id)
-            if (
-                session is not None
-                and session.state is _SUSPENDED
-                and session.state_changed_at < self.cutoff
-            ):
-                moved.append(tx.put(_with(session, state=_EXPIRED, state_changed_at=tx.now)))
-        return moved
+        return [
+            tx.put(_with(session, state=_EXPIRED, state_changed_at=tx.now))
+            for session in self._aged(tx, _SUSPENDED)
+        ]
 
 
 class Delete(_ById):
@@ -570,26 +579,14 @@ class Delete(_ById):
         return session
 
 
-class Purge:
+class Purge(_AgedOut):
     """Delete those of ``session_ids`` that have been expired since before ``cutoff``."""
 
     kind = "purge"
-    __slots__ = ("cutoff", "session_ids", "user_id")
-
-    def __init__(self, user_id: str, session_ids: Sequence[str], cutoff: datetime) -> None:
-        self.user_id = user_id
-        self.session_ids = session_ids
-        self.cutoff = cutoff
+    __slots__ = ()
 
     def apply(self, tx: Transaction) -> list[Session]:
-        purged = []
-        for session_id in self.session_ids:
-            session = tx.sessions.get(session_id)
-            if (
-                session is not None
-                and session.state is _EXPIRED
-                and session.state_changed_at < self.cutoff
-            ):
-                tx.delete(session_id)
-                purged.append(session)
+        purged = self._aged(tx, _EXPIRED)
+        for session in purged:
+            tx.delete(session.id)
         return purged
