@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,16 +20,19 @@ import attrs
 import pytest
 
 from assistant_sessions import InMemorySessionStoreAdapter, Session, create_session_store
+from assistant_sessions.adapters import _sqlite_db
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
 from assistant_sessions.benchmark import _run, main
 from assistant_sessions.benchmark._adapters import (
     AdapterContext,
     AdapterEntry,
     AdapterUnavailableError,
+    BenchmarkError,
     UnknownAdapterError,
     load_adapter_factory,
     register_adapter,
 )
+from assistant_sessions.benchmark._ceiling import measure_write_ceiling
 from assistant_sessions.benchmark._check import check_exactly_once
 from assistant_sessions.benchmark._results import (
     PointResult,
@@ -465,3 +469,38 @@ def test_processes_share_storage_and_keep_exactly_once(
 def test_processes_need_shared_storage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--processes", "2"]) == 2
     assert "shared storage" in capsys.readouterr().err
+
+
+def test_write_ceiling_times_every_commit_grouped_and_single(tmp_path: Path) -> None:
+    result = measure_write_ceiling(tmp_path, users=40, operations=300, concurrency=8, rounds=2)
+    # Every resolve commits (a touch at least): all of them are written by both variants.
+    assert result.commits == 300
+    assert len(result.rounds) == 2
+    assert result.grouped_rate > 0
+    assert result.single_rate > 0
+    assert result.ratio == statistics.median(r.ratio for r in result.rounds)
+    assert list(tmp_path.iterdir()) == []  # the files of each run are removed
+
+
+def test_write_ceiling_fails_when_writes_go_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write = _sqlite_db.write_transaction
+
+    def skip_sessions(connection: Any, commits: list[Any]) -> list[Any]:
+        # A "fast" write path: versions move on, but the sessions themselves are not written.
+        return write(connection, [(user, version, (), ()) for user, version, _, _ in commits])
+
+    monkeypatch.setattr(_sqlite_db, "write_transaction", skip_sessions)
+    with pytest.raises(BenchmarkError, match="not stored as written"):
+        measure_write_ceiling(tmp_path, users=40, operations=300, concurrency=8, rounds=1)
+
+
+def test_write_ceiling_command(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["-a", "sqlite", "--write-ceiling", "-u", "40", "-n", "300", "-c", "8", "-r", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    median = next(line for line in out.splitlines() if line.split()[:1] == ["median"])
+    assert median.endswith("x")
+    assert main(["--write-ceiling"]) == 2
+    assert "-a sqlite" in capsys.readouterr().err

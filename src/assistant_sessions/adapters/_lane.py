@@ -46,7 +46,9 @@ class Job(Generic[P]):
         self.taken = False
         #: The job's task was woken to lead the next batch.
         self.lead = False
-        self.wake = anyio.Event()
+        #: Set when the job's task may go on; made only for a job that waits (a leader's
+        #: own job never does).
+        self.wake: anyio.Event | None = None
 
     def succeed(self, result: Any) -> None:
         """Set the job's result (from the worker thread)."""
@@ -98,14 +100,15 @@ class Lane(Generic[P]):
         job = Job(payload)
         self._pending.append(job)
         if self._busy:
+            wake = job.wake = anyio.Event()
             try:
-                await job.wake.wait()
+                await wake.wait()
             except BaseException:
                 if job.taken:
                     # Its batch runs: let it finish, so nothing is still running for a caller
                     # that has gone.
                     with anyio.CancelScope(shield=True):
-                        await job.wake.wait()
+                        await wake.wait()
                 else:
                     self._pending.remove(job)
                     if job.lead:
@@ -125,7 +128,8 @@ class Lane(Generic[P]):
                 await anyio.to_thread.run_sync(self._run_all, batch, limiter=self._limiter)
         finally:
             for done in batch:
-                done.wake.set()
+                if done.wake is not None:
+                    done.wake.set()
             self._hand_over()
         return job.outcome()
 
@@ -148,6 +152,7 @@ class Lane(Generic[P]):
         if self._pending:
             successor = self._pending[0]
             successor.lead = True
+            assert successor.wake is not None  # a pending job waits
             successor.wake.set()
         else:
             self._busy = False

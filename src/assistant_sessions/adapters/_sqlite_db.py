@@ -42,7 +42,7 @@ from ._lane import Job, Lane
 from ._sqlite_schema import SessionRow, decode_session, migrate, to_micros
 from .base import Rejection, UserSnapshot
 
-__all__ = ["Database", "EncodedCommit", "Read"]
+__all__ = ["Database", "EncodedCommit", "Read", "write_transaction"]
 
 logger = logging.getLogger("assistant_sessions")
 
@@ -172,11 +172,6 @@ class Database:
         """Run ``read`` in the reader thread, batched with other pending reads."""
         return await self.read_lane.submit(read)
 
-    async def write(self, commits: Sequence[EncodedCommit]) -> list[Rejection | None]:
-        """Apply ``commits`` in the writer thread, grouped with other pending commits."""
-        result: list[Rejection | None] = await self.write_lane.submit(commits)
-        return result
-
     async def close(self) -> None:
         """Fail what is still pending, wait for running calls, close the connections."""
         self._closing = True
@@ -250,43 +245,58 @@ class Database:
 
     def _transaction(self, commits: list[EncodedCommit]) -> list[Rejection | None]:
         self.user_commits += len(commits)
-        connection = self._writer
+        results = write_transaction(self._writer, commits)
+        self.transactions += 1
+        return results
+
+
+def write_transaction(
+    connection: sqlite3.Connection, commits: list[EncodedCommit]
+) -> list[Rejection | None]:
+    """Apply ``commits`` in one ``BEGIN IMMEDIATE`` transaction; one result per commit.
+
+    Set-wise first (:func:`_apply_all`); if a user is refused, rolled back and run again user by
+    user. The connection must be in autocommit mode and outside a transaction.
+
+    Raises:
+        sqlite3.Error: The transaction failed and was rolled back: nothing was applied.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        applied = _apply_all(connection, commits)
+        if applied:
+            connection.execute("COMMIT")
+            return [None] * len(commits)
+        connection.execute("ROLLBACK")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return _one_by_one(connection, commits)
+
+
+def _one_by_one(
+    connection: sqlite3.Connection, commits: list[EncodedCommit]
+) -> list[Rejection | None]:
+    """The transaction again, checking and applying each user's commit on its own."""
+    duplicates: set[int] = set()
+    while True:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            applied = _apply_all(connection, commits)
-            if applied:
-                connection.execute("COMMIT")
-                self.transactions += 1
-                return [None] * len(commits)
+            results = [
+                Rejection.DUPLICATE_ID if index in duplicates else _apply(connection, index, c)
+                for index, c in enumerate(commits)
+            ]
+            connection.execute("COMMIT")
+        except _Duplicate as duplicate:
             connection.execute("ROLLBACK")
+            duplicates.add(duplicate.index)
+            continue
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-        return self._one_by_one(commits)
-
-    def _one_by_one(self, commits: list[EncodedCommit]) -> list[Rejection | None]:
-        """The transaction again, checking and applying each user's commit on its own."""
-        connection = self._writer
-        duplicates: set[int] = set()
-        while True:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                results = [
-                    Rejection.DUPLICATE_ID if index in duplicates else _apply(connection, index, c)
-                    for index, c in enumerate(commits)
-                ]
-                connection.execute("COMMIT")
-            except _Duplicate as duplicate:
-                connection.execute("ROLLBACK")
-                duplicates.add(duplicate.index)
-                continue
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            self.transactions += 1
-            return results
+        return results
 
 
 def _apply_all(connection: sqlite3.Connection, commits: list[EncodedCommit]) -> bool:

@@ -320,7 +320,8 @@ class SqliteSessionStoreAdapter:
         if not encoded:
             await anyio.lowlevel.checkpoint()
             return []
-        return await database.write(encoded)
+        result: list[Rejection | None] = await database.write_lane.submit(encoded)
+        return result
 
     # -- queries -------------------------------------------------------------------------------
 

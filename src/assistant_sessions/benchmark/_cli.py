@@ -25,6 +25,7 @@ from ._adapters import (
     adapter_entries,
     load_adapter_factory,
 )
+from ._ceiling import CEILING_ADAPTERS, measure_write_ceiling
 from ._processes import run_processes
 from ._report import environment, render, require_matplotlib, write_json, write_plots
 from ._results import (
@@ -180,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure the store with an event subscriber that never reads (subject store+sub)",
     )
+    add(
+        "--write-ceiling",
+        action="store_true",
+        help="instead of the in-process comparison (-a sqlite): time the SQLite adapter's own "
+        "write transaction on the workload's commits, C per transaction against one each, with "
+        "no store or event loop: the most group commit can gain on this disk",
+    )
     add("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -322,6 +330,8 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if args.processes:
         return _main_processes(args)
+    if args.write_ceiling:
+        return _main_ceiling(args)
     if args.idle_subscriber:
         _run.SUBJECTS = (*_run.SUBJECTS, _run.IDLE_SUBSCRIBER)
     try:
@@ -506,3 +516,52 @@ def _main_processes(args: argparse.Namespace) -> int:
             f"{store.throughput / single.throughput:>5.2f}x  {checks} ({store.users:,} users)"
         )
     return 0 if ok else 1
+
+
+def _main_ceiling(args: argparse.Namespace) -> int:
+    if args.adapter not in CEILING_ADAPTERS:
+        adapters = " or -a ".join(CEILING_ADAPTERS)
+        print(
+            f"assistant-sessions bench: error: --write-ceiling measures the SQLite adapter: "
+            f"-a {adapters}",
+            file=sys.stderr,
+        )
+        return 2
+    users = _flat(args.users, [10_000])[0]
+    concurrency = _flat(args.concurrency, [256])[0]
+    workdir = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
+    try:
+        result = measure_write_ceiling(
+            workdir,
+            users=users,
+            operations=args.operations,
+            concurrency=concurrency,
+            rounds=args.rounds,
+            seed=args.seed,
+            fresh=args.fresh,
+        )
+    except BenchmarkError as exc:
+        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"SQLite write ceiling: the adapter's own transactions, no store, U={users:,}, "
+        f"{result.commits:,} commits of {args.operations:,} resolves, "
+        f"synchronous={result.synchronous}"
+    )
+    print(f"{'round':>6} {f'{concurrency} per tx':>14} {'1 per tx':>10} {'ratio':>7}")
+    for number, run in enumerate(result.rounds, 1):
+        print(
+            f"{number:>6} {result.commits / run.grouped_seconds:>14,.0f} "
+            f"{result.commits / run.single_seconds:>10,.0f} {run.ratio:>6.2f}x"
+        )
+    print(
+        f"{'median':>6} {result.grouped_rate:>14,.0f} {result.single_rate:>10,.0f} "
+        f"{result.ratio:>6.2f}x"
+    )
+    print(
+        "(commits/s; the ratio bounds the store's sqlite/sqlite-single ratio at this "
+        "concurrency on this disk)"
+    )
+    return 0
