@@ -8,7 +8,8 @@ import itertools
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -47,6 +48,22 @@ BACKENDS: Final = ("asyncio", "asyncio+uvloop", "trio")
 SCALE_USERS: Final = (1_000, 10_000, 100_000, 1_000_000)
 
 DEFAULT_RESULTS: Final = Path("bench") / "results"
+
+
+def _usage_error(message: object) -> int:
+    """Say why the benchmark cannot run as asked; the exit status for it."""
+    print(f"assistant-sessions bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextmanager
+def _workdir() -> Iterator[Path]:
+    """A private temporary directory for database files, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _count(text: str) -> int:
@@ -342,8 +359,7 @@ def main(argv: Sequence[str]) -> int:
         if args.plot:
             require_matplotlib()
     except BenchmarkError as exc:
-        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
-        return 2
+        return _usage_error(exc)
 
     console = _console()
     if console is None:
@@ -351,7 +367,6 @@ def main(argv: Sequence[str]) -> int:
             "(install rich for a progress bar and tables: pip install 'assistant-sessions[bench]')"
         )
     started = datetime.now().astimezone()
-    workdir = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
     per_backend = (
         len(plan.points) // len(plan.backends) * plan.rounds * len(_run.SUBJECTS)
         + (plan.memory_sessions > 0)
@@ -362,27 +377,26 @@ def main(argv: Sequence[str]) -> int:
     memory: list[MemoryResult] = []
     sweeps: list[SweepResult] = []
     try:
-        instances = itertools.count()
+        with _workdir() as workdir:
+            instances = itertools.count()
 
-        def make_adapter() -> SessionStoreAdapter:
-            return factory(AdapterContext(workdir, args.adapter_url, next(instances)))
+            def make_adapter() -> SessionStoreAdapter:
+                return factory(AdapterContext(workdir, args.adapter_url, next(instances)))
 
-        for backend in plan.backends:
-            specs = [p for p in plan.points if p.backend == backend]
-            result = _run_backend(
-                backend,
-                partial(_measure, backend, args.adapter, specs, plan, make_adapter, progress),
-            )
-            points += result[0]
-            memory += result[1]
-            sweeps += result[2]
+            for backend in plan.backends:
+                specs = [p for p in plan.points if p.backend == backend]
+                result = _run_backend(
+                    backend,
+                    partial(_measure, backend, args.adapter, specs, plan, make_adapter, progress),
+                )
+                points += result[0]
+                memory += result[1]
+                sweeps += result[2]
     except BenchmarkError as exc:
         progress.stop()
-        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
-        return 2
+        return _usage_error(exc)
     finally:
         progress.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     targets = evaluate_targets(points, memory, sweeps)
     render(points, memory, sweeps, targets, console)
@@ -470,29 +484,26 @@ def _main_processes(args: argparse.Namespace) -> int:
     users = _flat(args.users, [10_000])[0]
     concurrency = _flat(args.concurrency, [256])[0]
     results = []
-    workdir = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
     try:
-        for processes in _flat(args.processes, [1]):
-            for batched in (True, False):
-                results.append(
-                    run_processes(
-                        adapter=args.adapter,
-                        url=args.adapter_url,
-                        workdir=workdir,
-                        processes=processes,
-                        users=users,
-                        operations=args.operations,
-                        concurrency=concurrency,
-                        backend=backend,
-                        seed=args.seed,
-                        batched=batched,
+        with _workdir() as workdir:
+            for processes in _flat(args.processes, [1]):
+                for batched in (True, False):
+                    results.append(
+                        run_processes(
+                            adapter=args.adapter,
+                            url=args.adapter_url,
+                            workdir=workdir,
+                            processes=processes,
+                            users=users,
+                            operations=args.operations,
+                            concurrency=concurrency,
+                            backend=backend,
+                            seed=args.seed,
+                            batched=batched,
+                        )
                     )
-                )
     except BenchmarkError as exc:
-        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        return _usage_error(exc)
     print(
         f"resolve across processes [{backend}, {args.adapter}], U={users:,}, "
         f"C={concurrency} per process, {args.operations:,} operations per run"
@@ -521,30 +532,22 @@ def _main_processes(args: argparse.Namespace) -> int:
 def _main_ceiling(args: argparse.Namespace) -> int:
     if args.adapter not in CEILING_ADAPTERS:
         adapters = " or -a ".join(CEILING_ADAPTERS)
-        print(
-            f"assistant-sessions bench: error: --write-ceiling measures the SQLite adapter: "
-            f"-a {adapters}",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error(f"--write-ceiling measures the SQLite adapter: -a {adapters}")
     users = _flat(args.users, [10_000])[0]
     concurrency = _flat(args.concurrency, [256])[0]
-    workdir = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
     try:
-        result = measure_write_ceiling(
-            workdir,
-            users=users,
-            operations=args.operations,
-            concurrency=concurrency,
-            rounds=args.rounds,
-            seed=args.seed,
-            fresh=args.fresh,
-        )
+        with _workdir() as workdir:
+            result = measure_write_ceiling(
+                workdir,
+                users=users,
+                operations=args.operations,
+                concurrency=concurrency,
+                rounds=args.rounds,
+                seed=args.seed,
+                fresh=args.fresh,
+            )
     except BenchmarkError as exc:
-        print(f"assistant-sessions bench: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        return _usage_error(exc)
     print(
         f"SQLite write ceiling: the adapter's own transactions, no store, U={users:,}, "
         f"{result.commits:,} commits of {args.operations:,} resolves, "
