@@ -404,6 +404,22 @@ async def test_a_different_bucket_count_is_refused(
         await adopted.get("x")
 
 
+async def test_an_adapter_never_opened_refuses_every_call() -> None:
+    adapter = RedisSessionStoreAdapter("redis://127.0.0.1:1/0")
+    assert adapter.buckets == 0
+    calls = [
+        adapter.load_user("u"),
+        adapter.commit([UserCommit("u", 0, ())]),
+        adapter.get("x"),
+        adapter.due(SessionState.ACTIVE, datetime.now(UTC), 10),
+        adapter.find(SessionQuery(user_id="u")),
+        adapter.find(SessionQuery()),
+    ]
+    for call in calls:
+        with pytest.raises(AdapterError, match="not open"):
+            await call
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

@@ -1,0 +1,239 @@
+"""The Redis adapter's one door to coredis: connecting, sending, and failing as AdapterError.
+
+Keeping every use of the driver here confines its quirks -- the client to build for a single
+server or a cluster, the buffers coredis 6.9 forgets to close, the script cache a restarted
+server has lost, its exception types -- to one module, so the rest of the adapter speaks only
+in scripts, pipelines and :class:`~assistant_sessions.AdapterError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Final, TypeAlias, final
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import coredis
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from coredis.connection import TCPLocation
+from coredis.exceptions import NoScriptError, RedisError
+from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
+
+from ..errors import AdapterError
+from ._redis_scripts import Script
+
+__all__ = ["Client", "Connection", "ScriptCall"]
+
+Client: TypeAlias = "coredis.Redis[bytes] | coredis.RedisCluster[bytes]"
+#: One script call: the script, its keys and its arguments.
+ScriptCall: TypeAlias = "tuple[Script, list[bytes], list[bytes]]"
+
+_DRIVER_ERRORS: Final = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_driver_error(e) for e in exc.exceptions)
+    return isinstance(exc, _DRIVER_ERRORS)
+
+
+_CLOSING_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _closing(connection_class: type[Any]) -> type[Any]:
+    """``connection_class``, closing its buffers when its run ends however it ends.
+
+    coredis 6.9 creates a connection's memory streams in ``__init__`` but closes them only if
+    the connection got as far as connecting; every failed attempt while Redis is down would
+    leave them for the garbage collector, which anyio warns about.
+    """
+    closing = _CLOSING_CLASSES.get(connection_class)
+    if closing is None:
+
+        async def run(self: Any, **kwargs: Any) -> None:
+            try:
+                await connection_class.run(self, **kwargs)
+            finally:
+                for value in list(vars(self).values()):
+                    if isinstance(value, MemoryObjectSendStream | MemoryObjectReceiveStream):
+                        value.close()
+
+        closing = type(connection_class.__name__, (connection_class,), {"run": run})
+        _CLOSING_CLASSES[connection_class] = closing
+    return closing
+
+
+def _close_layout_streams(client: object) -> None:
+    # coredis 6.9's ClusterLayout never closes its error stream, and anyio warns about that
+    # when it is collected. Close it once the client has exited.
+    pool = getattr(client, "connection_pool", None)
+    for stream in getattr(getattr(pool, "cluster_layout", None), "_error_stream", ()):
+        stream.close()
+
+
+@final
+class Connection:
+    """One adapter's client of a Redis server or cluster, from ``open`` to ``aclose``.
+
+    Args:
+        url: Where Redis is (for a cluster, any one node).
+        cluster: Talk to a Redis Cluster.
+        connect_timeout: Seconds to wait for a connection.
+        command_timeout: Seconds to wait for a reply.
+        max_connections: Most connections per server.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cluster: bool,
+        connect_timeout: float,
+        command_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self._url = url
+        self._cluster = cluster
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._max_connections = max_connections
+        self._client: Client | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def open(self, check: Callable[[], Awaitable[object]]) -> None:
+        """Connect, then await ``check()``; if either fails, disconnect again.
+
+        Raises:
+            AdapterError: Already open, or Redis is unreachable (or whatever ``check`` raises).
+        """
+        if self._client is not None:
+            raise AdapterError("the Redis adapter is already open")
+        client = self._make_client()
+        client.connection_pool.connection_class = _closing(client.connection_pool.connection_class)
+        stack = contextlib.AsyncExitStack()
+        try:
+            with self.errors("connect to"):
+                stack.callback(_close_layout_streams, client)
+                await stack.enter_async_context(client)
+                self._client = client
+                await check()
+        except BaseException:
+            self._client = None
+            # Not under a cancel scope of ours: the driver's task group must be left in the
+            # scope it was entered in.
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        """Close every connection. Closing twice is harmless.
+
+        Raises:
+            AdapterError: The driver failed while disconnecting.
+        """
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is None:
+            await anyio.lowlevel.checkpoint()
+            return
+        with self.errors("disconnect from"):
+            await stack.aclose()
+
+    def _make_client(self) -> Client:
+        options: dict[str, Any] = {
+            "decode_responses": False,
+            "connect_timeout": self._connect_timeout,
+            "stream_timeout": self._command_timeout,
+            "pool_timeout": self._command_timeout,
+            "max_connections": self._max_connections,
+        }
+        if self._cluster:
+            # from_url of coredis 6 passes startup nodes in a deprecated form; build them here.
+            parts = urlsplit(self._url)
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise AdapterError(f"a cluster url is redis://host:port, not {self._url!r}")
+            # A cluster that is moving slots answers "try again": that command was not run.
+            retry = ConstantRetryPolicy((coredis.exceptions.ClusterDownError,), 2, delay=0.1)
+            return coredis.RedisCluster(
+                startup_nodes=[TCPLocation(parts.hostname, parts.port or 6379)],
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                ssl=parts.scheme == "rediss",
+                retry_policy=retry,
+                **options,
+            )
+        return coredis.Redis.from_url(self._url, retry_policy=NoRetryPolicy(), **options)
+
+    def require(self) -> Client:
+        """The open client.
+
+        Raises:
+            AdapterError: The connection is not open.
+        """
+        client = self._client
+        if client is None:
+            raise AdapterError("the Redis adapter is not open")
+        return client
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Translate driver errors into :class:`AdapterError` (keeping them as the cause)."""
+        try:
+            yield
+        except AdapterError:
+            raise
+        except BaseException as exc:
+            if not _is_driver_error(exc):
+                raise
+            detail = str(exc) or type(exc).__name__
+            raise AdapterError(f"could not {doing} Redis at {self._url}: {detail}") from exc
+
+    async def eval(self, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
+        """Run ``script`` (driver errors are left to :meth:`errors`)."""
+        client = self.require()
+        try:
+            return await client.evalsha(script.sha, keys, args)
+        except NoScriptError:
+            # The server lost its script cache (a restart): EVAL runs and caches the script.
+            return await client.eval(script.source, keys, args)
+
+    async def pipeline(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
+        """Run commands in one round trip (one per node in a cluster); raise the first error."""
+        client = self.require()
+        if len(calls) <= 1:
+            return [await call(client) for call in calls]
+        async with client.pipeline(transaction=False) as pipe:
+            requests = [call(pipe) for call in calls]
+        return [await request for request in requests]
+
+    async def send_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run several scripts in one pipeline; the replies in order.
+
+        Raises:
+            AdapterError: Redis failed; which scripts ran is unknown.
+        """
+        with self.errors("send scripts to"):
+            return await self._eval_many(calls)
+
+    async def _eval_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run several scripts in one pipeline, re-running those the server did not know."""
+        client = self.require()
+        if len(calls) == 1:
+            return [await self.eval(*calls[0])]
+        async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+            requests = [pipe.evalsha(script.sha, keys, args) for script, keys, args in calls]
+        replies: list[Any] = []
+        for (script, keys, args), request in zip(calls, requests, strict=True):
+            try:
+                replies.append(await request)
+            except NoScriptError:
+                replies.append(await client.eval(script.source, keys, args))
+        return replies

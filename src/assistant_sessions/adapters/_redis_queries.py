@@ -1,0 +1,151 @@
+"""Reads across users in the Redis adapter: sweeps and ``find`` without a user.
+
+These walk the per-bucket sorted sets and fetch the sessions they name, batched so that the
+cost follows the buckets and the sessions examined rather than all sessions (see the module
+documentation of :mod:`~assistant_sessions.adapters.redis`). The walking is the intricate
+part of those reads, so it lives here; the adapter only adds the error translation.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from operator import methodcaller
+from typing import Final
+
+from coredis.tokens import PureToken
+
+from ..model import Session, SessionQuery, SessionState, recency_key
+from ._redis_codec import decode_session, from_bytes, member, micros, split_member
+from ._redis_driver import Connection
+from ._redis_keys import KeyLayout
+from .base import state_clock
+
+__all__ = ["due", "scan"]
+
+#: Members read per bucket and round by ``find`` without a user.
+_FIND_BATCH: Final = 128
+
+
+async def _fetch(
+    redis: Connection, keys: KeyLayout, members: Sequence[bytes]
+) -> dict[bytes, Session]:
+    """The sessions named by zset members (those still there), in one pipeline."""
+    by_user: defaultdict[bytes, list[bytes]] = defaultdict(list)
+    for entry in members:
+        user, sid = split_member(entry)
+        by_user[user].append(sid)
+    users = list(by_user)
+    replies = await redis.pipeline(
+        [methodcaller("hmget", keys.sessions_key(user), by_user[user]) for user in users]
+    )
+    found: dict[bytes, Session] = {}
+    for user, raws in zip(users, replies, strict=True):
+        for sid, raw in zip(by_user[user], raws, strict=True):
+            if raw is not None:
+                found[member(user, sid)] = decode_session(raw, from_bytes(sid))
+    return found
+
+
+async def due(
+    redis: Connection, keys: KeyLayout, state: SessionState, before: datetime, limit: int
+) -> list[Session]:
+    """Up to ``limit`` sessions in ``state`` with a state clock before ``before``, oldest first.
+
+    Raises:
+        AdapterError: A session cannot be decoded (driver errors are the caller's to translate).
+    """
+    highest = micros(before) - 1
+    replies = await redis.pipeline(
+        [
+            methodcaller(
+                "zrange",
+                keys.due_key(k, state),
+                float("-inf"),
+                highest,
+                sortby=PureToken.BYSCORE,
+                withscores=True,
+                offset=0,
+                count=limit,
+            )
+            for k in range(keys.buckets)
+        ]
+    )
+    oldest = heapq.nsmallest(
+        limit, ((int(score), entry) for reply in replies for entry, score in reply)
+    )
+    sessions = await _fetch(redis, keys, [entry for _, entry in oldest])
+    result = []
+    for _, entry in oldest:
+        session = sessions.get(entry)
+        # A session may have changed since the index was read: only current ones count.
+        if session is not None and session.state is state and state_clock(session) < before:
+            result.append(session)
+    return result
+
+
+async def scan(redis: Connection, keys: KeyLayout, query: SessionQuery) -> list[Session]:
+    """Sessions of any user matching ``query``, most recently active first.
+
+    Raises:
+        AdapterError: A session cannot be decoded (driver errors are the caller's to translate).
+    """
+    state = query.state
+    # For created and active sessions the state clock is the last activity: use that index.
+    if state is SessionState.CREATED or state is SessionState.ACTIVE:
+        indexes = [keys.due_key(k, state) for k in range(keys.buckets)]
+    else:
+        indexes = [keys.recency_key(k) for k in range(keys.buckets)]
+    lowest = float("-inf") if query.active_after is None else micros(query.active_after) + 1
+    top = float("inf") if query.after is None else micros(query.after[0])
+    batch = min(max(query.limit, _FIND_BATCH), 1000)
+    # Per bucket: (highest score still to read, how many members at that score were read).
+    cursors: dict[bytes, tuple[float, int]] = dict.fromkeys(indexes, (top, 0))
+    found: list[Session] = []
+    seen: set[str] = set()
+    while cursors:
+        active = list(cursors.items())
+        replies = await redis.pipeline(
+            [
+                methodcaller(
+                    "zrange",
+                    key,
+                    high,
+                    lowest,
+                    sortby=PureToken.BYSCORE,
+                    rev=True,
+                    withscores=True,
+                    offset=skip,
+                    count=batch,
+                )
+                for key, (high, skip) in active
+            ]
+        )
+        sessions = await _fetch(redis, keys, [m for reply in replies for m, _ in reply])
+        for session in sessions.values():
+            if session.id not in seen and query.matches(session):
+                seen.add(session.id)
+                found.append(session)
+        if len(found) > query.limit:
+            found = heapq.nlargest(query.limit, found, key=recency_key)
+        # Once `limit` matches are in, a bucket whose next entries are all older than the
+        # last of them cannot contribute.
+        floor = (
+            micros(min(found, key=recency_key).last_activity_at)
+            if len(found) >= query.limit
+            else float("-inf")
+        )
+        for (key, (high, skip)), reply in zip(active, replies, strict=True):
+            if len(reply) < batch:
+                del cursors[key]
+                continue
+            last = reply[-1][1]
+            ties = sum(1 for _, score in reply if score == last)
+            cursor = (last, skip + len(reply)) if last == high else (last, ties)
+            if cursor[0] < floor:
+                del cursors[key]
+            else:
+                cursors[key] = cursor
+    return sorted(found, key=recency_key, reverse=True)[: query.limit]
