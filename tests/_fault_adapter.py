@@ -1,7 +1,9 @@
 """Adapters for the reliability tests: the adapters under test, and wrappers that misbehave.
 
 * :func:`adapter_kinds` / :func:`make_adapter`: every real adapter the suites run against
-  (memory always; SQLite as soon as :mod:`assistant_sessions.adapters.sqlite` imports).
+  (memory and Redis always; SQLite as soon as :mod:`assistant_sessions.adapters.sqlite`
+  imports), over a :class:`Storage` of the test's own; :func:`redis_url` finds the Redis
+  server the ``redis`` kind needs.
 * :class:`FailingAdapter`: raises on a seeded fraction of commits and loads, either before the
   inner adapter applied anything (a clean failure) or after it applied the commit (an
   ambiguous one), and logs what the inner adapter really applied.
@@ -13,16 +15,20 @@
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from assistant_sessions import InMemorySessionStoreAdapter, SessionQuery, SessionState
 from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit, UserSnapshot
+from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
 from assistant_sessions.errors import AdapterError
 from assistant_sessions.model import Session
 
@@ -39,9 +45,11 @@ __all__ = [
     "FailingAdapter",
     "Fault",
     "SlowAdapter",
+    "Storage",
     "SyncFailingAdapter",
     "adapter_kinds",
     "make_adapter",
+    "redis_url",
 ]
 
 #: Where a commit fault strikes: before the inner adapter applied anything, or after.
@@ -52,19 +60,60 @@ ERROR: Final = "error"
 CRASH: Final = "crash"
 
 
+def _fresh_prefix() -> str:
+    # Not uuid4: the model-based test replaces it with a replayable sequence, which would give
+    # every example the same prefix, and so the previous example's sessions.
+    return f"t{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a test keeps its data: SQLite files under ``directory``, or keys under a
+    ``key_prefix`` of its own on the Redis server at ``redis_url``.
+
+    Adapters made over one ``Storage`` share their data, as processes would; a new ``Storage``
+    (with a new directory) starts empty.
+    """
+
+    directory: Path
+    redis_url: str | None = None
+    key_prefix: str = field(default_factory=_fresh_prefix)
+
+
 def adapter_kinds() -> list[str]:
     """The real adapters available to run the suites against."""
-    return ["memory"] if SqliteSessionStoreAdapter is None else ["memory", "sqlite"]
+    local = ["memory"] if SqliteSessionStoreAdapter is None else ["memory", "sqlite"]
+    return [*local, "redis"]
 
 
-def make_adapter(kind: str, directory: Path) -> SessionStoreAdapter:
-    """A fresh, empty adapter of ``kind``, keeping its files (if any) under ``directory``."""
+def redis_url(kind: str, request: pytest.FixtureRequest) -> str | None:
+    """The url of the session's private Redis server for the ``redis`` kind, else ``None``.
+
+    The server fixture is asked for only then, so that without ``redis-server`` just the Redis
+    cases skip (or fail, under ``ASSISTANT_SESSIONS_REQUIRE_REDIS=1``).
+    """
+    if kind != "redis":
+        return None
+    url: str = request.getfixturevalue("redis_server").url
+    return url
+
+
+def make_adapter(kind: str, storage: Storage | Path) -> SessionStoreAdapter:
+    """A new adapter of ``kind`` over ``storage`` (``memory``: a new, empty one every time).
+
+    A bare directory stands for a ``Storage`` without Redis.
+    """
+    if isinstance(storage, Path):
+        storage = Storage(storage)
     if kind == "memory":
         return InMemorySessionStoreAdapter()
     if kind == "sqlite":
         assert SqliteSessionStoreAdapter is not None
         # OFF: these suites test the store's logic, not the disk; the crash test tests the disk.
-        return SqliteSessionStoreAdapter(directory / "sessions.db", synchronous="OFF")
+        return SqliteSessionStoreAdapter(storage.directory / "sessions.db", synchronous="OFF")
+    if kind == "redis":
+        assert storage.redis_url is not None, "the redis kind needs redis_url()"
+        return RedisSessionStoreAdapter(storage.redis_url, key_prefix=storage.key_prefix)
     raise ValueError(kind)
 
 

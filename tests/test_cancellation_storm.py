@@ -27,7 +27,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from _fault_adapter import SlowAdapter, adapter_kinds, make_adapter
+from _fault_adapter import SlowAdapter, Storage, adapter_kinds, make_adapter, redis_url
 from assistant_sessions import (
     Session,
     SessionState,
@@ -52,7 +52,8 @@ TTL_DELTA = timedelta(seconds=TTL)
 @pytest.fixture(params=adapter_kinds())
 def adapter_factory(request: pytest.FixtureRequest, tmp_path: Path) -> SessionStoreAdapter:
     """A fresh real adapter of each available kind."""
-    return make_adapter(request.param, tmp_path)
+    kind: str = request.param
+    return make_adapter(kind, Storage(tmp_path, redis_url(kind, request)))
 
 
 @dataclass

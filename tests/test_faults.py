@@ -28,9 +28,11 @@ from _fault_adapter import (
     FailingAdapter,
     InjectedAdapterError,
     InjectedCrash,
+    Storage,
     SyncFailingAdapter,
     adapter_kinds,
     make_adapter,
+    redis_url,
 )
 from assistant_sessions import (
     ActorFailedError,
@@ -64,9 +66,10 @@ def adapter_factory(
 ) -> Callable[[int], tuple[SessionStoreAdapter, FailingAdapter]]:
     """Makes ``(inner, failing wrapper)`` for a seed; ``sync``: keep the memory fast path."""
     kind, sync = request.param
+    storage = Storage(tmp_path, redis_url(kind, request))
 
     def make(seed: int) -> tuple[SessionStoreAdapter, FailingAdapter]:
-        inner = make_adapter(kind, tmp_path)
+        inner = make_adapter(kind, storage)
         options = {"seed": seed, "faulty": lambda user: user in FAULTY_USERS}
         if sync:
             assert isinstance(inner, InMemorySessionStoreAdapter)

@@ -41,7 +41,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from _fault_adapter import adapter_kinds, make_adapter
+from _fault_adapter import Storage, adapter_kinds, make_adapter, redis_url
 from assistant_sessions import (
     InvalidInputError,
     Session,
@@ -374,12 +374,12 @@ class StoreMachine(RuleBasedStateMachine):
     """Drives two stores sharing one storage (per example) and the model side by side.
 
     Each call goes to the *current* store; ``switch_store`` changes which one. The stores share
-    the adapter (memory) or the database file (SQLite, each store with its own adapter, as two
-    processes would), so each store's cached views go stale whenever the other one writes:
-    what one store acknowledged, the other must see.
+    the adapter (memory), or the database file (SQLite) or key prefix (Redis) with an adapter
+    each, as two processes would, so each store's cached views go stale whenever the other one
+    writes: what one store acknowledged, the other must see.
     """
 
-    def __init__(self, backend: str, kind: str) -> None:
+    def __init__(self, backend: str, kind: str, redis_url: str | None) -> None:
         super().__init__()
         self.backend = backend
         self.kind = kind
@@ -389,10 +389,11 @@ class StoreMachine(RuleBasedStateMachine):
         self._exits = ExitStack()
         directory = Path(self._exits.enter_context(tempfile.TemporaryDirectory()))
         self.portal: BlockingPortal = self._exits.enter_context(start_blocking_portal(backend))
-        first = make_adapter(kind, directory)
+        storage = Storage(directory, redis_url)
+        first = make_adapter(kind, storage)
         self.adapters: list[SessionStoreAdapter] = [
             first,
-            first if kind == "memory" else make_adapter(kind, directory),
+            first if kind == "memory" else make_adapter(kind, storage),
         ]
         self.config: dict[str, Any] = {}
         self._store_cms: list[AbstractContextManager[SessionStore]] = []
@@ -715,19 +716,20 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture(params=adapter_kinds())
-def adapter_kind(request: pytest.FixtureRequest) -> str:
+def adapter_target(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """An adapter kind, and the Redis server's url for the ``redis`` kind."""
     kind: str = request.param
-    return kind
+    return kind, redis_url(kind, request)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_store_agrees_with_reference_model(
-    backend: str, adapter_kind: str, monkeypatch: pytest.MonkeyPatch
+    backend: str, adapter_target: tuple[str, str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(uuid, "uuid4", _Ids.uuid4)
     run_state_machine_as_test(
         # A factory is accepted (and documented) where the stubs say a class.
-        lambda: StoreMachine(backend, adapter_kind),  # type: ignore[arg-type]
+        lambda: StoreMachine(backend, *adapter_target),  # type: ignore[arg-type]
         settings=settings(
             max_examples=50,
             stateful_step_count=30,
