@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -508,6 +510,48 @@ async def test_a_commit_cancelled_before_its_pipeline_was_sent_changes_nothing(
     assert await adapter.get("sb") is None
     # The group is free again: the next commit goes out at once.
     assert await adapter.commit([UserCommit("b", 0, (make("sb", "b"),))]) == [None]
+
+
+async def test_cancelled_reads_leave_the_connection_pool_whole(
+    redis_server: RedisServer, key_prefix: str, buckets: int
+) -> None:
+    """coredis loses a pool slot for good when a caller is cancelled while its reply is
+    outstanding; requests run to their end, so cancelled reads cannot use the pool up, and a
+    cancelled caller sees its cancellation, never an AdapterError."""
+    adapter = RedisSessionStoreAdapter(
+        redis_server.url, key_prefix=key_prefix, buckets=buckets, max_connections=2
+    )
+    await adapter.open()
+    try:
+        sessions = [make(f"s{n}", f"u{n}", state=SessionState.CREATED) for n in range(20)]
+        commits = [UserCommit(s.user_id, 0, (s,)) for s in sessions]
+        assert await adapter.commit(commits) == [None] * 20
+        later = T0 + timedelta(days=1)
+
+        async def cancel_after(scope: anyio.CancelScope, checkpoints: int) -> None:
+            for _ in range(checkpoints):
+                await anyio.lowlevel.checkpoint()
+            scope.cancel()
+
+        cancelled = 0
+        for attempt in range(40):
+            reads = (
+                lambda: adapter.due(SessionState.CREATED, later, 20),
+                lambda: adapter.find(SessionQuery(state=SessionState.CREATED)),
+                partial(adapter.get, f"s{attempt % 20}"),
+            )
+            for read in reads:
+                with anyio.fail_after(10), anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(cancel_after, scope, attempt % 9 + 1)
+                        await read()
+                cancelled += scope.cancelled_caught
+        assert cancelled > 0
+        with anyio.fail_after(10):
+            assert await adapter.due(SessionState.CREATED, later, 20) == sessions
+            assert await adapter.get("s7") == sessions[7]
+    finally:
+        await adapter.aclose()
 
 
 async def test_adapters_opening_at_once_agree_on_the_layout(

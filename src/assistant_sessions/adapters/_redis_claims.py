@@ -10,12 +10,13 @@ commit that uses them. The protocol is described in the documentation of
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from ..errors import AdapterError
 from . import _redis_scripts as lua
 from ._redis_codec import from_bytes
-from ._redis_driver import Connection
+from ._redis_driver import Client, Connection
 from ._redis_keys import KeyLayout
 
 __all__ = ["ATTEMPTS", "claim", "holder", "owner", "release"]
@@ -36,6 +37,11 @@ def owner(user: bytes) -> bytes:
 def holder(held: bytes) -> bytes:
     """The user a claim names, whether it owns the id or is fenced."""
     return held[len(_OWNED) :]
+
+
+def _has_session(key: bytes, session_id: bytes) -> Callable[[Client], Awaitable[bool]]:
+    """The command asking whether the user's sessions hash at ``key`` holds ``session_id``."""
+    return lambda client: client.hexists(key, session_id)
 
 
 async def claim(
@@ -61,8 +67,7 @@ async def claim(
         if held.startswith(_OWNED):
             if int(reply[2]) < grace * 1000:
                 return False  # the holder's create may be in flight: it goes first
-            client = redis.require()
-            if await client.hexists(keys.sessions_key(held_by), session_id):
+            if await redis.call(_has_session(keys.sessions_key(held_by), session_id)):
                 return False
             fenced = _FENCED + held_by
             if not await redis.eval(lua.CAS_CLAIM, claims, [session_id, held, fenced]):

@@ -2,15 +2,22 @@
 
 Keeping every use of the driver here confines its quirks -- the client to build for a single
 server or a cluster, the buffers coredis 6.9 forgets to close, the script cache a restarted
-server has lost, its exception types -- to one module, so the rest of the adapter speaks only
-in scripts, pipelines and :class:`~assistant_sessions.AdapterError`.
+server has lost, its exception types, its handling of cancellation -- to one module, so the rest
+of the adapter speaks only in scripts, pipelines and :class:`~assistant_sessions.AdapterError`.
+
+Cancellation: coredis 6.9 loses a pool slot for good when a caller is cancelled while its reply
+is outstanding (after ``max_connections`` such cancellations every call waits for a slot that
+never comes), and it reports a cancellation that lands during a new connection's handshake as a
+``ConnectionError``. So every request, once started, runs to its end under a shield, bounded by
+the timeouts, and the caller's cancellation takes effect as soon as it has ended.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Final, TypeAlias, final
+from functools import partial
+from typing import Any, Final, TypeAlias, TypeVar, final
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -24,6 +31,8 @@ from ..errors import AdapterError
 from ._redis_scripts import Script
 
 __all__ = ["Client", "Connection", "ScriptCall"]
+
+_T = TypeVar("_T")
 
 Client: TypeAlias = "coredis.Redis[bytes] | coredis.RedisCluster[bytes]"
 #: One script call: the script, its keys and its arguments.
@@ -105,6 +114,9 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._max_connections = max_connections
+        # The longest a request may take: waiting for a pool slot, connecting, and the reply.
+        # The driver's own timeouts end it sooner; this only backs them up.
+        self._request_bound = connect_timeout + 2 * command_timeout
         self._client: Client | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
@@ -196,44 +208,71 @@ class Connection:
             detail = str(exc) or type(exc).__name__
             raise AdapterError(f"could not {doing} Redis at {self._url}: {detail}") from exc
 
-    async def eval(self, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
-        """Run ``script`` (driver errors are left to :meth:`errors`)."""
+    async def _to_the_end(self, request: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``request`` to its end, then let a cancellation of the caller take effect.
+
+        Raises:
+            TimeoutError: It took longer than connecting and two command timeouts.
+        """
+        with anyio.CancelScope(shield=True), anyio.fail_after(self._request_bound):
+            result = await request()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
+
+    async def call(self, request: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Run one command, ``request(client)``, to its end (driver errors are left to
+        :meth:`errors`)."""
         client = self.require()
-        try:
-            return await client.evalsha(script.sha, keys, args)
-        except NoScriptError:
-            # The server lost its script cache (a restart): EVAL runs and caches the script.
-            return await client.eval(script.source, keys, args)
+        return await self._to_the_end(lambda: request(client))
+
+    async def eval(self, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
+        """Run ``script`` to its end (driver errors are left to :meth:`errors`)."""
+        client = self.require()
+        return await self._to_the_end(partial(_eval, client, script, keys, args))
 
     async def pipeline(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
-        """Run commands in one round trip (one per node in a cluster); raise the first error."""
+        """Run commands in one round trip (one per node in a cluster), to its end; raise the
+        first error."""
         client = self.require()
-        if len(calls) <= 1:
-            return [await call(client) for call in calls]
-        async with client.pipeline(transaction=False) as pipe:
-            requests = [call(pipe) for call in calls]
-        return [await request for request in requests]
+
+        async def run() -> list[Any]:
+            if len(calls) <= 1:
+                return [await call(client) for call in calls]
+            async with client.pipeline(transaction=False) as pipe:
+                requests = [call(pipe) for call in calls]
+            return [await request for request in requests]
+
+        return await self._to_the_end(run)
 
     async def send_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Run several scripts in one pipeline; the replies in order.
+        """Run several scripts in one pipeline, to its end; the replies in order.
 
         Raises:
             AdapterError: Redis failed; which scripts ran is unknown.
         """
-        with self.errors("send scripts to"):
-            return await self._eval_many(calls)
-
-    async def _eval_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Run several scripts in one pipeline, re-running those the server did not know."""
         client = self.require()
-        if len(calls) == 1:
-            return [await self.eval(*calls[0])]
-        async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
-            requests = [pipe.evalsha(script.sha, keys, args) for script, keys, args in calls]
-        replies: list[Any] = []
-        for (script, keys, args), request in zip(calls, requests, strict=True):
-            try:
-                replies.append(await request)
-            except NoScriptError:
-                replies.append(await client.eval(script.source, keys, args))
-        return replies
+        with self.errors("send scripts to"):
+            return await self._to_the_end(partial(_eval_many, client, calls))
+
+
+async def _eval(client: Client, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
+    try:
+        return await client.evalsha(script.sha, keys, args)
+    except NoScriptError:
+        # The server lost its script cache (a restart): EVAL runs and caches the script.
+        return await client.eval(script.source, keys, args)
+
+
+async def _eval_many(client: Client, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run several scripts in one pipeline, re-running those the server did not know."""
+    if len(calls) == 1:
+        return [await _eval(client, *calls[0])]
+    async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+        requests = [pipe.evalsha(script.sha, keys, args) for script, keys, args in calls]
+    replies: list[Any] = []
+    for (script, keys, args), request in zip(calls, requests, strict=True):
+        try:
+            replies.append(await request)
+        except NoScriptError:
+            replies.append(await client.eval(script.source, keys, args))
+    return replies

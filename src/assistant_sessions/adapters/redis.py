@@ -422,11 +422,11 @@ class RedisSessionStoreAdapter:
                 call = (lua.GET_INLINE, [claims_key], [sid, self._keys.sessions_prefix(0)])
                 (raw,) = await self._group.submit([call])
             else:
-                client = self._redis.require()
-                held = await client.hget(claims_key, sid)
+                held = await self._redis.call(lambda client: client.hget(claims_key, sid))
                 if held is None:
                     return None
-                raw = await client.hget(self._keys.sessions_key(claims.holder(held)), sid)
+                sessions_key = self._keys.sessions_key(claims.holder(held))
+                raw = await self._redis.call(lambda client: client.hget(sessions_key, sid))
         return None if raw is None else decode_session(raw, session_id)
 
     async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
