@@ -253,7 +253,7 @@ class RedisSessionStoreAdapter:
         Raises:
             AdapterError: Redis failed, or a stored session cannot be decoded.
 
-        Cancelling it abandons the read; nothing changes.
+        Cancelling it changes nothing; a request already sent is let finish first.
         """
         rejected = self._rejected.pop(user_id, None)
         if rejected is not None:
@@ -412,7 +412,7 @@ class RedisSessionStoreAdapter:
         Raises:
             AdapterError: Redis failed, or the session cannot be decoded.
 
-        Cancelling it abandons the read; nothing changes.
+        Cancelling it changes nothing; a request already sent is let finish first.
         """
         self._redis.require()  # before the key layout, which is read on open
         sid = to_bytes(session_id)
@@ -438,7 +438,7 @@ class RedisSessionStoreAdapter:
         Raises:
             AdapterError: Redis failed, or a session cannot be decoded.
 
-        Cancelling it abandons the read; nothing changes.
+        Cancelling it changes nothing; a request already sent is let finish first.
         """
         self._redis.require()  # with no buckets yet, the walk would find nothing
         with self._redis.errors("read sweep candidates from"):
@@ -453,7 +453,7 @@ class RedisSessionStoreAdapter:
         Raises:
             AdapterError: Redis failed, or a session cannot be decoded.
 
-        Cancelling it abandons the read; nothing changes.
+        Cancelling it changes nothing; a request already sent is let finish first.
         """
         self._redis.require()  # with no buckets yet, the walk would find nothing
         if query.user_id is not None:
