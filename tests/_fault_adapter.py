@@ -8,7 +8,7 @@
   inner adapter applied anything (a clean failure) or after it applied the commit (an
   ambiguous one), and logs what the inner adapter really applied.
 * :class:`SyncFailingAdapter`: the same over the in-memory adapter's synchronous fast path.
-* :class:`SlowAdapter`: passes everything through after a seeded number of checkpoints, so
+* :class:`LaggingAdapter`: passes everything through after a seeded number of checkpoints, so
   cancellations and queued callers land while an actor is loading or committing.
 """
 
@@ -44,7 +44,7 @@ __all__ = [
     "ERROR",
     "FailingAdapter",
     "Fault",
-    "SlowAdapter",
+    "LaggingAdapter",
     "Storage",
     "SyncFailingAdapter",
     "adapter_kinds",
@@ -250,7 +250,7 @@ class SyncFailingAdapter(FailingAdapter):
         return self.inner.get_nowait(session_id)
 
 
-class SlowAdapter:
+class LaggingAdapter:
     """Passes every call through after a seeded random number (up to ``delay``) of checkpoints,
     without any wall-clock sleep, so other tasks run (and queue, and cancel) meanwhile.
 

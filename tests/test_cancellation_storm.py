@@ -27,7 +27,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from _fault_adapter import SlowAdapter, Storage, adapter_kinds, make_adapter, redis_url
+from _fault_adapter import LaggingAdapter, Storage, adapter_kinds, make_adapter, redis_url
 from assistant_sessions import (
     Session,
     SessionState,
@@ -193,7 +193,7 @@ async def test_cancellation_storm_keeps_every_invariant(
     adapter_factory: SessionStoreAdapter, clock: FakeClock
 ) -> None:
     inner = adapter_factory
-    slow = SlowAdapter(inner, seed=11, delay=4)
+    slow = LaggingAdapter(inner, seed=11, delay=4)
     async with create_session_store(slow, clock=clock, mailbox_size=4, max_batch=16) as store:
         storm = Storm(store, clock, seed=5)
         with anyio.fail_after(90):

@@ -27,7 +27,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from _fault_adapter import SlowAdapter, make_adapter
+from _fault_adapter import LaggingAdapter, make_adapter
 from assistant_sessions import SessionStore, create_session_store
 from assistant_sessions.adapters import SessionStoreAdapter
 from assistant_sessions.testing import FakeClock
@@ -119,7 +119,7 @@ async def test_1e5_callers_on_one_user_all_complete_in_bounded_memory(
     traced: None,
     anyio_backend: str,
 ) -> None:
-    slow = SlowAdapter(adapter_factory, seed=3, delay=3)
+    slow = LaggingAdapter(adapter_factory, seed=3, delay=3)
     completed = [0]
     ids: set[str] = set()
     async with create_session_store(slow, clock=clock, mailbox_size=MAILBOX_SIZE) as store:
