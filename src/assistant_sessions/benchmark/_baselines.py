@@ -42,6 +42,9 @@ __all__ = ["FloorStore", "LockStore"]
 #: How often the lock store re-applies an operation after a version conflict.
 _MAX_RETRIES: Final = 16
 
+#: An operation on one surface of a session: ``AttachSurface`` or ``DetachSurface``.
+_SurfaceOp = type[AttachSurface] | type[DetachSurface]
+
 
 def _resolve_op(user_id: str, surface_id: str | None, workspace_id: str | None) -> Resolve:
     return Resolve(
@@ -105,21 +108,20 @@ class FloorStore:
         result: Session = self._apply(user_id, UpdateMetadata(user_id, session_id, frozen))
         return result
 
-    def attach_surface(self, session_id: str, surface_id: str) -> Session:
-        """As :meth:`SessionStore.attach_surface`."""
+    def _on_surface(self, make: _SurfaceOp, session_id: str, surface_id: str) -> Session:
         session_id = check_id(session_id, "session_id")
         surface_id = check_id(surface_id, "surface_id")
         user_id = self._owner(session_id)
-        result: Session = self._apply(user_id, AttachSurface(user_id, session_id, surface_id))
+        result: Session = self._apply(user_id, make(user_id, session_id, surface_id))
         return result
+
+    def attach_surface(self, session_id: str, surface_id: str) -> Session:
+        """As :meth:`SessionStore.attach_surface`."""
+        return self._on_surface(AttachSurface, session_id, surface_id)
 
     def detach_surface(self, session_id: str, surface_id: str) -> Session:
         """As :meth:`SessionStore.detach_surface`."""
-        session_id = check_id(session_id, "session_id")
-        surface_id = check_id(surface_id, "surface_id")
-        user_id = self._owner(session_id)
-        result: Session = self._apply(user_id, DetachSurface(user_id, session_id, surface_id))
-        return result
+        return self._on_surface(DetachSurface, session_id, surface_id)
 
     def find(self, *, user_id: str | None = None) -> list[Session]:
         """As :meth:`SessionStore.find` with only ``user_id``."""
@@ -229,23 +231,20 @@ class LockStore:
         result: Session = await self._apply(user_id, UpdateMetadata(user_id, session_id, frozen))
         return result
 
-    async def attach_surface(self, session_id: str, surface_id: str) -> Session:
-        """As :meth:`SessionStore.attach_surface`."""
+    async def _on_surface(self, make: _SurfaceOp, session_id: str, surface_id: str) -> Session:
         session_id = check_id(session_id, "session_id")
         surface_id = check_id(surface_id, "surface_id")
         user_id = await self._owner(session_id)
-        op = AttachSurface(user_id, session_id, surface_id)
-        result: Session = await self._apply(user_id, op)
+        result: Session = await self._apply(user_id, make(user_id, session_id, surface_id))
         return result
+
+    async def attach_surface(self, session_id: str, surface_id: str) -> Session:
+        """As :meth:`SessionStore.attach_surface`."""
+        return await self._on_surface(AttachSurface, session_id, surface_id)
 
     async def detach_surface(self, session_id: str, surface_id: str) -> Session:
         """As :meth:`SessionStore.detach_surface`."""
-        session_id = check_id(session_id, "session_id")
-        surface_id = check_id(surface_id, "surface_id")
-        user_id = await self._owner(session_id)
-        op = DetachSurface(user_id, session_id, surface_id)
-        result: Session = await self._apply(user_id, op)
-        return result
+        return await self._on_surface(DetachSurface, session_id, surface_id)
 
     async def find(self, *, user_id: str | None = None) -> list[Session]:
         """As :meth:`SessionStore.find` with only ``user_id``."""
