@@ -5,62 +5,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 import cattrs
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from _strategies import sessions
 from assistant_sessions import Session, SessionState
 from assistant_sessions._codec import converter, session_from_dict, session_to_dict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
-_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | _text,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4),
-    max_leaves=15,
-)
-_zones = st.sampled_from(
-    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
-)
-_moments = st.datetimes(
-    min_value=datetime(1970, 1, 2),
-    max_value=datetime(9999, 1, 1),
-    timezones=_zones,
-)
-
-
-def _freeze(value: Any) -> Any:
-    """Freeze plain JSON data the way the store does: read-only mappings and tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    return value
-
-
-_sessions = st.builds(
-    Session,
-    id=_ids,
-    user_id=_ids,
-    workspace_id=st.none() | _ids,
-    state=st.sampled_from(SessionState),
-    created_at=_moments,
-    last_activity_at=_moments,
-    state_changed_at=_moments,
-    attached_surfaces=st.lists(_ids, max_size=4, unique=True).map(tuple),
-    metadata=st.dictionaries(_text, _json, max_size=5).map(_freeze),
-)
 
 
 def _is_plain_json(value: Any) -> bool:
@@ -72,7 +29,7 @@ def _is_plain_json(value: Any) -> bool:
 
 
 @settings(max_examples=100, deadline=None)
-@given(session=_sessions)
+@given(session=sessions)
 def test_round_trip(session: Session) -> None:
     data = session_to_dict(session)
     assert _is_plain_json(data)

@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import anyio
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from _strategies import sessions
 from assistant_sessions import (
     AdapterError,
     InvalidInputError,
@@ -259,46 +258,8 @@ async def test_timestamps_round_trip_and_order_across_offsets(
     assert [s.id for s in await adapter.due(SessionState.ACTIVE, cutoff, 10)] == ["early"]
 
 
-_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(_ids, children, max_size=3),
-    max_leaves=10,
-)
-_moments = st.datetimes(
-    min_value=datetime(1970, 1, 2),
-    max_value=datetime(9999, 1, 1),
-    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
-)
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, dict):
-        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_frozen(item) for item in value)
-    return value
-
-
 @settings(max_examples=200, deadline=None)
-@given(
-    session=st.builds(
-        Session,
-        id=_ids,
-        user_id=_ids,
-        workspace_id=st.none() | _ids,
-        state=st.sampled_from(SessionState),
-        created_at=_moments,
-        last_activity_at=_moments,
-        state_changed_at=_moments,
-        attached_surfaces=st.lists(_ids, max_size=3, unique=True).map(tuple),
-        metadata=st.dictionaries(_ids, _json, max_size=4).map(_frozen),
-    )
-)
+@given(session=sessions)
 def test_the_hand_written_encoding_is_the_codecs(session: Session) -> None:
     """Rows are written by a hand-written encoder (it is on the hot path), and read back with
     the library's cattrs converter: both must agree on every session."""
