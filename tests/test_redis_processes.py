@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
 
+from _lockstep import run_in_lockstep
 from assistant_sessions import AdapterError, Session, SessionState, create_session_store
 from assistant_sessions.adapters import UserCommit
 from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
@@ -30,38 +29,13 @@ WORKER = Path(__file__).parent / "_redis_workers" / "redis_worker.py"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-async def read_line(stream: BufferedByteReceiveStream) -> str:
-    return (await stream.receive_until(b"\n", 1 << 22)).decode()
-
-
 async def run_workers(
     mode: str, server: RedisServer, prefix: str, backend: str, params: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Start one worker per ``params``, let them all go at once, return their reports."""
-    processes: list[Process] = []
-    try:
-        for own in params:
-            command = [sys.executable, str(WORKER), mode, server.url, prefix, backend]
-            processes.append(await anyio.open_process([*command, json.dumps(own)]))
-        outputs = []
-        for process in processes:
-            assert process.stdout is not None
-            outputs.append(BufferedByteReceiveStream(process.stdout))
-        for output in outputs:
-            assert await read_line(output) == "ready"
-        for process in processes:
-            assert process.stdin is not None
-            await process.stdin.send(b"go\n")
-        reports = [json.loads(await read_line(output)) for output in outputs]
-        for process in processes:
-            assert await process.wait() == 0
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
-    return reports
+    command = [sys.executable, str(WORKER), mode, server.url, prefix, backend]
+    reports = await run_in_lockstep([[*command, json.dumps(own)] for own in params])
+    return [report for (report,) in reports]
 
 
 def session(session_id: str, user_id: str, at: datetime, state: SessionState) -> Session:

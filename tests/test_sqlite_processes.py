@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
+
+from _lockstep import run_in_lockstep
 
 pytestmark = pytest.mark.anyio
 
@@ -21,41 +20,10 @@ USERS = 50
 ROUNDS = 4
 
 
-async def read_line(stream: BufferedByteReceiveStream) -> str:
-    return (await stream.receive_until(b"\n", 1 << 20)).decode()
-
-
 async def run_pair(path: Path, backend: str) -> list[list[dict[str, Any]]]:
     """Run two resolve workers on ``path`` in lock step; return each one's round reports."""
     command = [sys.executable, str(WORKER), "resolve", str(path), backend, str(USERS)]
-    command.append(str(ROUNDS))
-    reports: list[list[dict[str, Any]]] = [[], []]
-    processes: list[Process] = []
-    try:
-        for _ in range(2):
-            processes.append(await anyio.open_process(command, stderr=None))
-        outputs = []
-        for process in processes:
-            assert process.stdout is not None
-            outputs.append(BufferedByteReceiveStream(process.stdout))
-        for output in outputs:
-            assert await read_line(output) == "ready"
-        for _ in range(ROUNDS):
-            # Both are waiting: let them go at the same moment.
-            for process in processes:
-                assert process.stdin is not None
-                await process.stdin.send(b"go\n")
-            for report, output in zip(reports, outputs, strict=True):
-                report.append(json.loads(await read_line(output)))
-        for process in processes:
-            assert await process.wait() == 0
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
-    return reports
+    return await run_in_lockstep([[*command, str(ROUNDS)]] * 2, rounds=ROUNDS)
 
 
 async def test_two_processes_resolving_the_same_new_users_share_one_session_each(
