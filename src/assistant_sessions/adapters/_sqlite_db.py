@@ -423,19 +423,7 @@ def find(query: SessionQuery) -> Read:
     limit = query.limit
 
     def read(connection: sqlite3.Connection) -> list[Session]:
-        found: list[Session] = []
-        asked = limit
-        rows = connection.execute(first, (*parameters, asked)).fetchall()
-        while True:
-            for session_id, user_id, data, _ in rows:
-                session = _decoded(session_id, user_id, data, "find")
-                if session is not None:
-                    found.append(session)
-            if len(found) >= limit or len(rows) < asked:
-                return found
-            asked = limit - len(found)
-            last = rows[-1]
-            rows = connection.execute(more, (*parameters, last[3], last[0], asked)).fetchall()
+        return _read_past_damaged(connection, first, more, parameters, limit, "find")
 
     return read
 
@@ -458,20 +446,33 @@ def due(state: SessionState, before: datetime, limit: int) -> Read:
     )
 
     def read(connection: sqlite3.Connection) -> list[Session]:
-        found: list[Session] = []
-        asked = limit
-        rows = connection.execute(first, (state.value, cutoff, asked)).fetchall()
-        while True:
-            for session_id, user_id, data, _ in rows:
-                session = _decoded(session_id, user_id, data, "a sweep")
-                if session is not None:
-                    found.append(session)
-            if len(found) >= limit or len(rows) < asked:
-                return found
-            asked = limit - len(found)
-            last = rows[-1]
-            rows = connection.execute(
-                after, (state.value, cutoff, last[3], last[0], asked)
-            ).fetchall()
+        return _read_past_damaged(connection, first, after, (state.value, cutoff), limit, "a sweep")
 
     return read
+
+
+def _read_past_damaged(
+    connection: sqlite3.Connection,
+    first: str,
+    more: str,
+    parameters: Sequence[Any],
+    limit: int,
+    reader: str,
+) -> list[Session]:
+    """Up to ``limit`` decoded sessions: ``first`` with ``parameters`` and a row limit, then,
+    as long as damaged rows were skipped, ``more`` for the rows past the last one read (its
+    parameters also take that row's sort key and id, before the row limit).
+    """
+    found: list[Session] = []
+    asked = limit
+    rows = connection.execute(first, (*parameters, asked)).fetchall()
+    while True:
+        for session_id, user_id, data, _ in rows:
+            session = _decoded(session_id, user_id, data, reader)
+            if session is not None:
+                found.append(session)
+        if len(found) >= limit or len(rows) < asked:
+            return found
+        asked = limit - len(found)
+        last = rows[-1]
+        rows = connection.execute(more, (*parameters, last[3], last[0], asked)).fetchall()
