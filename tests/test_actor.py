@@ -18,7 +18,7 @@ from assistant_sessions import (
     SessionNotFoundError,
     create_session_store,
 )
-from assistant_sessions._actor import MAX_CONFLICT_RETRIES
+from assistant_sessions._runtime.actor import MAX_CONFLICT_RETRIES
 from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.testing import FakeClock
 

@@ -20,8 +20,8 @@ import attrs
 import pytest
 
 from assistant_sessions import InMemorySessionStoreAdapter, Session, create_session_store
-from assistant_sessions.adapters import _sqlite_db
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
+from assistant_sessions.adapters.sqlite import _db as _sqlite_db
 from assistant_sessions.benchmark import _run, main
 from assistant_sessions.benchmark._adapters import (
     AdapterContext,

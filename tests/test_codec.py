@@ -15,7 +15,7 @@ from hypothesis import given, settings
 
 from _strategies import sessions
 from assistant_sessions import Session, SessionState
-from assistant_sessions._codec import converter, session_from_dict, session_to_dict
+from assistant_sessions.adapters._encoding import converter, session_from_dict, session_to_dict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

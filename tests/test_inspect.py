@@ -11,8 +11,8 @@ import pytest
 
 from assistant_sessions import SessionStore, create_session_store
 from assistant_sessions.__main__ import main
-from assistant_sessions.adapters._sqlite_schema import SCHEMA_VERSION
 from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
+from assistant_sessions.adapters.sqlite._schema import SCHEMA_VERSION
 from assistant_sessions.testing import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -26,10 +26,12 @@ from assistant_sessions import (
     SessionState,
     create_session_store,
 )
-from assistant_sessions._codec import session_to_dict
 from assistant_sessions.adapters import Rejection, UserCommit
-from assistant_sessions.adapters._lane import Job, Lane
-from assistant_sessions.adapters._sqlite_schema import (
+from assistant_sessions.adapters._batching import Job, Lane
+from assistant_sessions.adapters._encoding import session_to_dict
+from assistant_sessions.adapters.base import state_clock
+from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
+from assistant_sessions.adapters.sqlite._schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     decode_session,
@@ -38,8 +40,6 @@ from assistant_sessions.adapters._sqlite_schema import (
     migrate,
     to_micros,
 )
-from assistant_sessions.adapters.base import state_clock
-from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
 from assistant_sessions.testing import AdapterContract, FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -314,7 +314,7 @@ async def test_an_older_database_is_migrated_forward(path: Path) -> None:
         assert migrate(connection, "old", steps=MIGRATIONS[:1]) == 0
         assert connection.execute("SELECT version FROM schema_version").fetchone() == (1,)
         session = make("a", "u", surfaces=("web",))
-        from assistant_sessions._codec import session_to_dict
+        from assistant_sessions.adapters._encoding import session_to_dict
 
         connection.execute(
             "INSERT INTO sessions VALUES (?, ?, NULL, 'active', ?, ?, ?, ?, ?)",

@@ -18,7 +18,7 @@ from assistant_sessions import (
     SessionStore,
     create_session_store,
 )
-from assistant_sessions._metrics import Histogram
+from assistant_sessions._runtime.metrics import Histogram
 from assistant_sessions.adapters import Rejection, UserCommit, UserSnapshot
 from assistant_sessions.testing import FakeClock
 

@@ -5,9 +5,8 @@ Start with :func:`create_session_store` and :meth:`SessionStore.resolve`.
 
 from ._affinity import AffinityResolver, SessionSelector, default_affinity_resolver, resolve_session
 from ._clock import Clock
-from ._events import EventKind, SessionEvent, Subscription
 from ._host import SessionLookup, SurfacedSession
-from ._metrics import OperationStatistics
+from ._runtime.events import EventKind, SessionEvent, Subscription
 from ._store import SessionPages, SessionStore, create_session_store
 from .adapters.base import SessionStoreAdapter
 from .adapters.memory import InMemorySessionStoreAdapter
@@ -23,7 +22,7 @@ from .errors import (
     SessionStateError,
     StoreClosedError,
 )
-from .model import Session, SessionQuery, SessionState, StoreStatistics
+from .model import OperationStatistics, Session, SessionQuery, SessionState, StoreStatistics
 
 __all__ = [
     "ActorFailedError",

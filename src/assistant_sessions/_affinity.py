@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ._turns import select_default
+from ._core.ops import select_default
 from ._validate import check_id, check_optional_id
 from .errors import InvalidInputError
 from .model import LIVE_STATES, Session

@@ -19,9 +19,7 @@ import attrs
 
 from ._affinity import SessionSelector
 from ._clock import Clock, check_clock
-from ._events import EventKind, Subscription
-from ._supervisor import Supervisor
-from ._turns import (
+from ._core.ops import (
     AttachSurface,
     Create,
     Delete,
@@ -34,6 +32,8 @@ from ._turns import (
     UpdateMetadata,
     new_session_id,
 )
+from ._runtime.events import EventKind, Subscription
+from ._runtime.supervisor import Supervisor
 from ._validate import (
     check_aware,
     check_duration,

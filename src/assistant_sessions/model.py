@@ -14,11 +14,10 @@ from typing import Any, Final
 
 import attrs
 
-from ._metrics import OperationStatistics
-
 __all__ = [
     "EMPTY_METADATA",
     "LIVE_STATES",
+    "OperationStatistics",
     "Session",
     "SessionQuery",
     "SessionState",
@@ -109,6 +108,18 @@ class SessionQuery:
             and (self.active_after is None or session.last_activity_at > self.active_after)
             and (self.after is None or (session.last_activity_at, session.id) < self.after)
         )
+
+
+@attrs.frozen(slots=True)
+class OperationStatistics:
+    """Count and latency percentiles (seconds) of one kind of operation."""
+
+    count: int
+    errors: int
+    p50: float
+    p95: float
+    p99: float
+    max: float
 
 
 @attrs.frozen(slots=True)

@@ -22,7 +22,7 @@ from typing import Any, Final, Self, final
 import anyio
 
 from .._clock import Clock, utc_now
-from .._turns import (
+from .._core.ops import (
     AttachSurface,
     DetachSurface,
     Op,

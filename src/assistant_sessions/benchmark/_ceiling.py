@@ -3,7 +3,7 @@
 The store's comparison (``-a sqlite`` against ``-a sqlite-single``) measures everything: the
 store, the event loop, the adapter's threads and the disk. This measures only what group commit
 changes: the SQLite adapter's own write transaction
-(:func:`~assistant_sessions.adapters._sqlite_db.write_transaction`), on database files opened as
+(:func:`~assistant_sessions.adapters.sqlite._db.write_transaction`), on database files opened as
 the adapter opens them, applied in a plain loop, with no event loop and no thread, to exactly the
 commits that the store's bookkeeping makes for the workload's resolves (computed and encoded
 beforehand, outside the timing):
@@ -33,11 +33,11 @@ from typing import Final, final
 
 import attrs
 
-from .._turns import Resolve, Transaction, UserState
-from ..adapters import _sqlite_db as db
-from ..adapters._sqlite_schema import encode_session
+from .._core.ops import Resolve, Transaction, UserState
 from ..adapters.base import UserCommit
 from ..adapters.memory import InMemorySessionStoreAdapter
+from ..adapters.sqlite import _db as db
+from ..adapters.sqlite._schema import encode_session
 from ..model import Session
 from ._adapters import BenchmarkError
 from ._workload import RESOLVE, build_workload

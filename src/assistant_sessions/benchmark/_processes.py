@@ -86,7 +86,7 @@ def _worker(
     batched: bool,
 ) -> None:
     if not batched and adapter == "redis":
-        from ..adapters import _redis_group
+        from ..adapters.redis import _group as _redis_group
 
         _redis_group.MAX_CALLS = 1  # type: ignore[misc]  # one script call per round trip
 

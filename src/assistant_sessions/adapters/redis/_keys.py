@@ -1,6 +1,6 @@
 """The Redis adapter's key names, built in one place.
 
-The layout is documented with the scripts that rely on it (:mod:`._redis_scripts`); the
+The layout is documented with the scripts that rely on it (:mod:`._scripts`); the
 scripts address keys by position, so building every key here keeps the adapter, the claim
 protocol and the queries from drifting apart from each other or from the scripts.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from typing import Final, final
 
-from ..model import SessionState
+from ...model import SessionState
 
 __all__ = [
     "CLUSTER_BUCKETS",
@@ -77,7 +77,7 @@ class KeyLayout:
         return self.tags[bucket] + b"s:"
 
     def commit_keys(self, user: bytes) -> list[bytes]:
-        """The keys of ``_redis_scripts.COMMIT`` for ``user``, in the script's order."""
+        """The keys of ``_scripts.COMMIT`` for ``user``, in the script's order."""
         bucket = self.bucket(user)
         tag = self.tags[bucket]
         return [

@@ -54,7 +54,7 @@ Errors
     version + 1 WHERE user_id = ?``), so that their actors reload the user.
 
 Schema
-    A version table and forward migrations (see ``_sqlite_schema``): opening an older database
+    A version table and forward migrations (see ``_schema``): opening an older database
     migrates it in one transaction; a database written by a newer library is refused. Sessions
     are stored as their JSON storage form (the library's cattrs converter), with copies of the
     queried fields as indexed columns; timestamps as integer microseconds since the epoch
@@ -73,11 +73,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
-from ..errors import AdapterError, InvalidInputError, InvalidTypeError
-from ..model import Session, SessionQuery, SessionState
-from . import _sqlite_db as db
-from ._sqlite_schema import encode_session
-from .base import Rejection, UserCommit, UserSnapshot
+from ...errors import AdapterError, InvalidInputError, InvalidTypeError
+from ...model import Session, SessionQuery, SessionState
+from ..base import Rejection, UserCommit, UserSnapshot
+from . import _db as db
+from ._schema import encode_session
 
 __all__ = ["SqliteSessionStoreAdapter", "SqliteStatistics", "Synchronous"]
 

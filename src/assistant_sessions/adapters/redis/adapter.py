@@ -77,15 +77,16 @@ from typing import Any, Final, final
 
 import anyio
 
-from ..errors import AdapterError, InvalidInputError, InvalidTypeError
-from ..model import Session, SessionQuery, SessionState, recency_key
-from . import _redis_claims as claims
-from . import _redis_queries as queries
-from . import _redis_scripts as lua
-from ._redis_codec import decode_session, encode_session, from_bytes, member, micros, to_bytes
-from ._redis_driver import Connection, ScriptCall
-from ._redis_group import ScriptGroup
-from ._redis_keys import (
+from ...errors import AdapterError, InvalidInputError, InvalidTypeError
+from ...model import Session, SessionQuery, SessionState, recency_key
+from ..base import Rejection, UserCommit, UserSnapshot, state_clock
+from . import _claims as claims
+from . import _queries as queries
+from . import _scripts as lua
+from ._codec import decode_session, encode_session, from_bytes, member, micros, to_bytes
+from ._driver import Connection, ScriptCall
+from ._group import ScriptGroup
+from ._keys import (
     CLUSTER_BUCKETS,
     LAYOUT,
     MAX_BUCKETS,
@@ -93,7 +94,6 @@ from ._redis_keys import (
     STATE_INDEX,
     KeyLayout,
 )
-from .base import Rejection, UserCommit, UserSnapshot, state_clock
 
 __all__ = ["RedisSessionStoreAdapter"]
 
@@ -102,7 +102,7 @@ __all__ = ["RedisSessionStoreAdapter"]
 _REUSE_WINDOW: Final = 0.01
 _MAX_REJECTED: Final = 1024
 #: After this many version conflicts in a row, a writer asks for a lease on the user's
-#: commits (see ``_redis_scripts.COMMIT``), held for at most LEASE_MS milliseconds.
+#: commits (see ``_scripts.COMMIT``), held for at most LEASE_MS milliseconds.
 _LEASE_AFTER: Final = 2
 _LEASE_MS: Final = 250
 
@@ -390,7 +390,7 @@ class RedisSessionStoreAdapter:
             return  # the reload reads it again, and reports the failure
         self._rejected[user_id] = (snapshot, anyio.get_current_task().id, anyio.current_time())
 
-    # -- the cluster claim protocol (see _redis_claims) ----------------------------------------
+    # -- the cluster claim protocol (see _claims) ----------------------------------------
 
     async def _claim_all(self, user: bytes, session_ids: Sequence[bytes]) -> bool:
         for session_id in session_ids:

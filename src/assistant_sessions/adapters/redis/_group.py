@@ -21,7 +21,7 @@ from typing import Any, Final, TypeAlias, final
 
 import anyio
 
-from ..errors import AdapterError
+from ...errors import AdapterError
 
 __all__ = ["Call", "ScriptGroup"]
 

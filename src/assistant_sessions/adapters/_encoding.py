@@ -14,8 +14,8 @@ from typing import Any
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._validate import check_aware, freeze_metadata, thaw
-from .model import Session, SessionState
+from .._validate import check_aware, freeze_metadata, thaw
+from ..model import Session, SessionState
 
 __all__ = ["converter", "session_from_dict", "session_to_dict"]
 

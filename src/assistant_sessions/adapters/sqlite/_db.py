@@ -36,11 +36,11 @@ from typing import Any, Final, final
 import anyio
 import anyio.to_thread
 
-from ..errors import AdapterError
-from ..model import Session, SessionQuery, SessionState
-from ._lane import Job, Lane
-from ._sqlite_schema import SessionRow, decode_session, migrate, to_micros
-from .base import Rejection, UserSnapshot
+from ...errors import AdapterError
+from ...model import Session, SessionQuery, SessionState
+from .._batching import Job, Lane
+from ..base import Rejection, UserSnapshot
+from ._schema import SessionRow, decode_session, migrate, to_micros
 
 __all__ = ["Database", "EncodedCommit", "Read", "write_transaction"]
 

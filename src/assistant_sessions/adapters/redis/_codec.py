@@ -13,9 +13,9 @@ from typing import Final
 
 import cattrs
 
-from .._codec import session_from_dict, session_to_dict
-from ..errors import AdapterError
-from ..model import Session
+from ...errors import AdapterError
+from ...model import Session
+from .._encoding import session_from_dict, session_to_dict
 
 __all__ = [
     "decode_session",

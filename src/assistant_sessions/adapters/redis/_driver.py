@@ -27,8 +27,8 @@ from coredis.connection import TCPLocation
 from coredis.exceptions import NoScriptError, RedisError
 from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
-from ..errors import AdapterError
-from ._redis_scripts import Script
+from ...errors import AdapterError
+from ._scripts import Script
 
 __all__ = ["Client", "Connection", "ScriptCall"]
 

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from .._codec import session_from_dict
-from .._validate import thaw
-from ..errors import AdapterError
-from ..model import Session, SessionState
+from ..._validate import thaw
+from ...errors import AdapterError
+from ...model import Session, SessionState
+from .._encoding import session_from_dict
 
 __all__ = [
     "MIGRATIONS",

@@ -11,26 +11,14 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-import attrs
+from ..model import OperationStatistics
 
-__all__ = ["Histogram", "OperationStatistics", "Recorder"]
+__all__ = ["Histogram", "Recorder"]
 
 _SUBBUCKETS: Final = 8
 _MIN_EXPONENT: Final = -24  # about 60 ns
 _MAX_EXPONENT: Final = 8  # 256 s
 _BUCKETS: Final = (_MAX_EXPONENT - _MIN_EXPONENT) * _SUBBUCKETS + 1
-
-
-@attrs.frozen(slots=True)
-class OperationStatistics:
-    """Count and latency percentiles (seconds) of one kind of operation."""
-
-    count: int
-    errors: int
-    p50: float
-    p95: float
-    p99: float
-    max: float
 
 
 class Histogram:

@@ -17,11 +17,11 @@ from typing import Final
 
 from coredis.tokens import PureToken
 
-from ..model import Session, SessionQuery, SessionState, recency_key
-from ._redis_codec import decode_session, from_bytes, member, micros, split_member
-from ._redis_driver import Connection
-from ._redis_keys import KeyLayout
-from .base import state_clock
+from ...model import Session, SessionQuery, SessionState, recency_key
+from ..base import state_clock
+from ._codec import decode_session, from_bytes, member, micros, split_member
+from ._driver import Connection
+from ._keys import KeyLayout
 
 __all__ = ["due", "scan"]
 

@@ -19,13 +19,18 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
-from ._validate import thaw
-from .adapters.base import UserCommit, UserSnapshot
-from .errors import InvalidInputError, SessionConflictError, SessionNotFoundError, SessionStateError
-from .model import EMPTY_METADATA, Session, SessionState, recency_key
+from .._validate import thaw
+from ..adapters.base import UserCommit, UserSnapshot
+from ..errors import (
+    InvalidInputError,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionStateError,
+)
+from ..model import EMPTY_METADATA, Session, SessionState, recency_key
 
 if TYPE_CHECKING:
-    from ._affinity import SessionSelector
+    from .._affinity import SessionSelector
 
 __all__ = [
     "DEFAULT_POLICY",

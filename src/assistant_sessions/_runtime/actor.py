@@ -32,12 +32,12 @@ import anyio
 from anyio import WouldBlock, create_memory_object_stream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._turns import Op, Transaction, UserState
-from .adapters.base import Rejection, SynchronousAdapter, UserCommit
-from .errors import ActorFailedError, AdapterError, SessionConflictError, StoreClosedError
+from .._core.ops import Op, Transaction, UserState
+from ..adapters.base import Rejection, SynchronousAdapter, UserCommit
+from ..errors import ActorFailedError, AdapterError, SessionConflictError, StoreClosedError
 
 if TYPE_CHECKING:
-    from ._supervisor import Supervisor
+    from .supervisor import Supervisor
 
 __all__ = ["ActorCrash", "Request", "UserActor"]
 

@@ -16,11 +16,8 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._actor import ActorCrash, UserActor
-from ._clock import Clock
-from ._events import EventBus, diff_events
-from ._metrics import Recorder
-from ._turns import (
+from .._clock import Clock
+from .._core.ops import (
     DEFAULT_POLICY,
     ExpireSuspended,
     Op,
@@ -30,9 +27,12 @@ from ._turns import (
     Transaction,
     UserState,
 )
-from .adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
-from .errors import ActorFailedError, AdapterError, StoreClosedError
-from .model import Session, SessionState
+from ..adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
+from ..errors import ActorFailedError, AdapterError, StoreClosedError
+from ..model import Session, SessionState
+from .actor import ActorCrash, UserActor
+from .events import EventBus, diff_events
+from .metrics import Recorder
 
 __all__ = ["Supervisor"]
 

@@ -20,8 +20,8 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from .errors import InvalidInputError, InvalidTypeError
-from .model import Session, SessionState
+from ..errors import InvalidInputError, InvalidTypeError
+from ..model import Session, SessionState
 
 __all__ = ["EventBus", "EventKind", "SessionEvent", "Subscription", "diff_events"]
 

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ..errors import AdapterError
-from . import _redis_scripts as lua
-from ._redis_codec import from_bytes
-from ._redis_driver import Client, Connection
-from ._redis_keys import KeyLayout
+from ...errors import AdapterError
+from . import _scripts as lua
+from ._codec import from_bytes
+from ._driver import Client, Connection
+from ._keys import KeyLayout
 
 __all__ = ["ATTEMPTS", "claim", "holder", "owner", "release"]
 

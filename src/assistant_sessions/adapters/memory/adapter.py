@@ -9,9 +9,9 @@ from typing import final
 
 import anyio.lowlevel
 
-from ..model import Session, SessionQuery, SessionState, recency_key
+from ...model import Session, SessionQuery, SessionState, recency_key
+from ..base import Rejection, UserCommit, UserSnapshot
 from ._due_index import DueIndex
-from .base import Rejection, UserCommit, UserSnapshot
 
 __all__ = ["InMemorySessionStoreAdapter"]
 
@@ -25,7 +25,8 @@ class InMemorySessionStoreAdapter:
 
     Sessions are immutable snapshots, so the adapter stores the objects themselves: nothing a
     caller holds can change them. Sweeps read an index per state ordered by the state clock
-    (:class:`~assistant_sessions.adapters._due_index.DueIndex`), so a sweep costs in proportion
+    (:class:`~assistant_sessions.adapters.memory._due_index.DueIndex`), so a sweep costs in
+    proportion
     to the stale sessions it finds, not to all sessions. ``find`` with a ``user_id`` reads only that
     user's sessions; without one it scans.
 

@@ -1,0 +1,1 @@
+"""The runtime: when operations run (actors, supervisor, sweeps) and what they publish."""
