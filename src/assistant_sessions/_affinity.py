@@ -7,9 +7,9 @@ A custom choice plugs in as a :class:`SessionSelector`: its ``select`` runs in t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from ._core.ops import select_default
+from ._core import SessionSelector, select_default
 from ._validate import check_id, check_optional_id
 from .errors import InvalidInputError
 from .model import LIVE_STATES, Session
@@ -26,21 +26,6 @@ __all__ = [
 
 # Upper bound on the sessions one user is expected to have, for the read-only lookup.
 _LOOKUP_LIMIT = 100_000
-
-
-@runtime_checkable
-class SessionSelector(Protocol):
-    """Chooses the session a message belongs to among a user's live sessions.
-
-    ``select`` runs inside the user's actor turn: it must be quick, must not block, and must not
-    call the store. It returns one of ``candidates`` (which are the user's created, active and
-    suspended sessions in the message's workspace, most recently active first), or ``None`` to
-    have a new session created.
-    """
-
-    def select(self, candidates: Sequence[Session], *, surface_id: str | None) -> Session | None:
-        """Return the chosen candidate, or ``None`` for a new session."""
-        ...
 
 
 class AffinityResolver:

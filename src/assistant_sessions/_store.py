@@ -17,9 +17,8 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._affinity import SessionSelector
 from ._clock import Clock, check_clock
-from ._core.ops import (
+from ._core import (
     AttachSurface,
     Create,
     Delete,
@@ -28,6 +27,7 @@ from ._core.ops import (
     Op,
     Policy,
     Resolve,
+    SessionSelector,
     Touch,
     UpdateMetadata,
     new_session_id,

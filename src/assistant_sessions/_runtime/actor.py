@@ -32,7 +32,7 @@ import anyio
 from anyio import WouldBlock, create_memory_object_stream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._core.ops import Op, Transaction, UserState
+from .._core import Op, Transaction, UserState
 from ..adapters.base import Rejection, SynchronousAdapter, UserCommit
 from ..errors import ActorFailedError, AdapterError, SessionConflictError, StoreClosedError
 

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._clock import Clock
-from .._core.ops import (
+from .._core import (
     DEFAULT_POLICY,
     ExpireSuspended,
     Op,

@@ -22,7 +22,7 @@ from typing import Any, Final, Self, final
 import anyio
 
 from .._clock import Clock, utc_now
-from .._core.ops import (
+from .._core import (
     AttachSurface,
     DetachSurface,
     Op,

@@ -33,7 +33,7 @@ from typing import Final, final
 
 import attrs
 
-from .._core.ops import Resolve, Transaction, UserState
+from .._core import Resolve, Transaction, UserState
 from ..adapters.base import UserCommit
 from ..adapters.memory import InMemorySessionStoreAdapter
 from ..adapters.sqlite import _db as db
