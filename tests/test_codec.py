@@ -1,11 +1,12 @@
-"""The library's cattrs codec: sessions to their JSON-ready storage form and back."""
+"""How the durable adapters store a session: the cattrs converter (the JSON-ready storage form
+and back), the one JSON text both adapters write, and times as integer microseconds."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -14,8 +15,17 @@ import pytest
 from hypothesis import given, settings
 
 from _strategies import sessions
-from assistant_sessions import Session, SessionState
-from assistant_sessions.adapters._encoding import converter, session_from_dict, session_to_dict
+from assistant_sessions import AdapterError, Session, SessionState
+from assistant_sessions.adapters._encoding import (
+    converter,
+    decode_session,
+    encode_session,
+    encode_surfaces,
+    from_micros,
+    session_from_dict,
+    session_to_dict,
+    to_micros,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -142,3 +152,60 @@ def test_good_data_decodes() -> None:
     assert decoded.id == "s1"
     assert decoded.state is SessionState.ACTIVE
     assert decoded.created_at == T0
+
+
+# -- the JSON text both durable adapters store ------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(session=sessions)
+def test_the_hand_written_encoding_is_the_converters(session: Session) -> None:
+    """Sessions are written by a hand-written encoder (it is on the hot path), and read back
+    with the converter: both must agree on every session."""
+    text = encode_session(session)
+    # The very text of the converter's storage form: compact ASCII JSON.
+    assert text == json.dumps(session_to_dict(session), allow_nan=False, separators=(",", ":"))
+    assert text.isascii()
+    assert encode_session(session, encode_surfaces(session.attached_surfaces)) == text
+    assert decode_session(text, session.id) == session
+    assert decode_session(text.encode(), session.id) == session
+
+
+@settings(max_examples=50, deadline=None)
+@given(session=sessions)
+def test_utf8_text_of_the_storage_form_decodes_too(session: Session) -> None:
+    text = json.dumps(session_to_dict(session), ensure_ascii=False)
+    assert decode_session(text, session.id) == session
+    assert decode_session(text.encode(), session.id) == session
+
+
+@pytest.mark.parametrize("data", ["{oops", "[]", '{"id": "s1"}', b"\xff", 17])
+def test_text_that_is_not_a_session_fails_naming_it(data: object) -> None:
+    with pytest.raises(AdapterError, match="session 's1' cannot be decoded") as caught:
+        decode_session(data, "s1")  # type: ignore[arg-type]
+    assert caught.value.__cause__ is not None
+
+
+# -- times --------------------------------------------------------------------------------------
+
+
+def test_micros_are_exact_and_ordered() -> None:
+    moments = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    micros = [to_micros(m) for m in moments]
+    assert micros == sorted(micros)
+    assert micros[2] == 0
+    assert [from_micros(m) for m in micros] == moments
+
+
+def test_micros_ignore_the_offset() -> None:
+    plus2 = timezone(timedelta(hours=2))
+    local = datetime(2026, 1, 1, 2, 0, 0, 5, tzinfo=plus2)
+    assert to_micros(local) == to_micros(datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=UTC))
+    assert from_micros(to_micros(local)) == local

@@ -3,6 +3,7 @@ end to end, cross-store freshness, the claim protocol, and connection loss."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -27,6 +28,7 @@ from assistant_sessions import (
     create_session_store,
 )
 from assistant_sessions.adapters import Rejection, UserCommit
+from assistant_sessions.adapters._encoding import session_to_dict
 from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
 from assistant_sessions.model import recency_key
 from assistant_sessions.testing import AdapterContract, FakeClock
@@ -447,13 +449,13 @@ async def test_concurrent_commits_of_many_users_share_pipelines(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
     sent: list[int] = []
-    run = adapter._group._run
+    run = adapter._redis.send_scripts
 
     async def counting(calls: list[Any]) -> list[Any]:
         sent.append(len(calls))
         return await run(calls)
 
-    adapter._group._run = counting
+    adapter._redis.send_scripts = counting  # type: ignore[method-assign]
     results: dict[str, list[Rejection | None]] = {}
 
     async def commit(user: str) -> None:
@@ -476,13 +478,13 @@ async def test_a_commit_cancelled_before_its_pipeline_was_sent_changes_nothing(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
     gate = anyio.Event()
-    run = adapter._group._run
+    run = adapter._redis.send_scripts
 
     async def gated(calls: list[Any]) -> list[Any]:
         await gate.wait()
         return await run(calls)
 
-    adapter._group._run = gated
+    adapter._redis.send_scripts = gated  # type: ignore[method-assign]
     first: list[Rejection | None] = []
 
     async def lead() -> None:
@@ -510,6 +512,116 @@ async def test_a_commit_cancelled_before_its_pipeline_was_sent_changes_nothing(
     assert await adapter.get("sb") is None
     # The group is free again: the next commit goes out at once.
     assert await adapter.commit([UserCommit("b", 0, (make("sb", "b"),))]) == [None]
+
+
+async def test_a_commit_cancelled_once_its_pipeline_was_sent_leaves_when_it_ended(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    await adapter.open()
+    gates = [anyio.Event(), anyio.Event()]
+    pipelines: list[int] = []
+    run = adapter._redis.send_scripts
+
+    second = anyio.Event()
+
+    async def gated(calls: list[Any]) -> list[Any]:
+        if len(pipelines) < len(gates):
+            if pipelines:
+                second.set()
+            await gates[len(pipelines)].wait()
+        replies = await run(calls)
+        pipelines.append(len(calls))
+        return replies
+
+    adapter._redis.send_scripts = gated  # type: ignore[method-assign]
+    scope = anyio.CancelScope()
+    left: list[int] = []
+
+    async def commit(user: str) -> None:
+        await adapter.commit([UserCommit(user, 0, (make(f"s{user}", user),))])
+
+    async def cancelled_commit() -> None:
+        with scope:
+            await commit("c")
+        left.append(len(pipelines))
+
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(commit, "a")
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(commit, "b")
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(cancelled_commit)
+                await anyio.wait_all_tasks_blocked()
+                gates[0].set()  # b's task sends the next pipeline, with c's script in it
+                await second.wait()
+                scope.cancel()
+                await anyio.wait_all_tasks_blocked()
+                assert left == []  # c waits for its pipeline
+                gates[1].set()
+        assert pipelines == [1, 2]
+        assert left == [2]  # c left with its cancellation once its pipeline had ended
+        assert scope.cancelled_caught
+        assert (await adapter.load_user("c")).version == 1  # sent, so applied
+    finally:
+        await adapter.aclose()
+
+
+async def test_without_group_commit_each_call_is_sent_on_its_own(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix, group_commit=False)
+    assert "group_commit=False" in repr(adapter)
+    await adapter.open()
+    try:
+        sent: list[int] = []
+        # Every call goes straight to the driver, bypassing the batcher.
+        run = adapter._send
+        assert run == adapter._redis.send_scripts
+
+        async def counting(calls: list[Any]) -> list[Any]:
+            sent.append(len(calls))
+            return await run(calls)
+
+        adapter._send = counting
+        results: dict[str, list[Rejection | None]] = {}
+
+        async def commit(user: str) -> None:
+            results[user] = await adapter.commit([UserCommit(user, 0, (make(f"s-{user}", user),))])
+
+        async with anyio.create_task_group() as tg:
+            for n in range(30):
+                tg.start_soon(commit, f"user-{n}")
+        assert results == {f"user-{n}": [None] for n in range(30)}
+        assert sent == [1] * 30
+        # A call with several users still sends their scripts together.
+        sent.clear()
+        commits = [UserCommit(f"other-{n}", 0, (make(f"o{n}", f"other-{n}"),)) for n in range(3)]
+        assert await adapter.commit(commits) == [None] * 3
+        assert sent == [3]
+    finally:
+        await adapter.aclose()
+
+
+async def test_sessions_are_stored_as_the_converters_ascii_json(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    session = attrs.evolve(
+        make("s\u00e9", "\u00fc", surfaces=("caf\u00e9",)),
+        metadata=MappingProxyType({"note": "\U0001f600 \u6587", "n": 1.5}),
+    )
+    assert await adapter.commit([UserCommit("\u00fc", 0, (session,))]) == [None]
+    key = adapter._keys.sessions_key("\u00fc".encode())
+    raw = await adapter._redis.call(lambda client: client.hget(key, "s\u00e9".encode()))
+    # Byte for byte what the adapter has always stored.
+    assert raw == json.dumps(session_to_dict(session), separators=(",", ":")).encode()
+    # UTF-8 JSON (as another writer may store it) reads the same.
+    utf8 = json.dumps(session_to_dict(session), ensure_ascii=False).encode()
+    await adapter._redis.call(lambda client: client.hset(key, {"s\u00e9".encode(): utf8}))
+    assert await adapter.get("s\u00e9") == session
+    assert (await adapter.load_user("\u00fc")).sessions == (session,)
 
 
 async def test_cancelled_reads_leave_the_connection_pool_whole(

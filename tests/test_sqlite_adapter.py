@@ -7,10 +7,12 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import anyio
 import pytest
@@ -27,8 +29,9 @@ from assistant_sessions import (
     create_session_store,
 )
 from assistant_sessions.adapters import Rejection, UserCommit
-from assistant_sessions.adapters._batching import Job, Lane
-from assistant_sessions.adapters._encoding import session_to_dict
+from assistant_sessions.adapters._batching import Batcher, Job
+from assistant_sessions.adapters._encoding import encode_session as encode_document
+from assistant_sessions.adapters._encoding import to_micros
 from assistant_sessions.adapters.base import state_clock
 from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
 from assistant_sessions.adapters.sqlite._schema import (
@@ -36,9 +39,7 @@ from assistant_sessions.adapters.sqlite._schema import (
     SCHEMA_VERSION,
     decode_session,
     encode_session,
-    from_micros,
     migrate,
-    to_micros,
 )
 from assistant_sessions.testing import AdapterContract, FakeClock
 
@@ -242,6 +243,45 @@ async def test_deleted_sessions_leave_the_surface_index(
     assert await adapter.find(SessionQuery(surface_id="web")) == []
 
 
+async def test_non_ascii_ids_are_stored_as_ascii_and_found_by_surface(
+    adapter: SqliteSessionStoreAdapter, raw: sqlite3.Connection
+) -> None:
+    surfaces = ("caf\u00e9", "\U0001f600 chat", "\u6587")
+    session = make("s\u00e9", "\u00fc", surfaces=surfaces)
+    await adapter.commit([UserCommit("\u00fc", 0, (session,))])
+    data, stored = raw.execute("SELECT data, surfaces FROM sessions").fetchone()
+    assert data.isascii()
+    assert stored.isascii()
+    # SQLite decodes the escapes (surrogate pairs too) into the surface index.
+    assert sorted(raw.execute("SELECT surface_id FROM session_surfaces").fetchall()) == sorted(
+        (surface,) for surface in surfaces
+    )
+    for surface in surfaces:
+        assert await adapter.find(SessionQuery(surface_id=surface)) == [session]
+    assert await adapter.get("s\u00e9") == session
+
+
+async def test_rows_written_as_utf8_text_still_read_and_update(
+    adapter: SqliteSessionStoreAdapter, raw: sqlite3.Connection
+) -> None:
+    """Rows used to hold UTF-8 JSON text (``ensure_ascii=False``): they decode the same, and
+    the first write in the ASCII form keeps the surface index right."""
+    session = make("s\u00e9", "u", surfaces=("caf\u00e9", "\U0001f600"))
+    row = list(encode_session(session))
+    row[8] = json.dumps(json.loads(row[8]), ensure_ascii=False, separators=(",", ":"))
+    row[9] = json.dumps(list(session.attached_surfaces), ensure_ascii=False, separators=(",", ":"))
+    assert not row[8].isascii()
+    raw.execute("INSERT INTO users VALUES ('u', 1)")
+    raw.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    assert await adapter.get("s\u00e9") == session
+    assert (await adapter.load_user("u")).sessions == (session,)
+    assert await adapter.find(SessionQuery(surface_id="\U0001f600")) == [session]
+    later = make("s\u00e9", "u", T0 + timedelta(seconds=1), surfaces=("caf\u00e9", "\U0001f600"))
+    assert await adapter.commit([UserCommit("u", 1, (later,))]) == [None]
+    assert await adapter.find(SessionQuery(surface_id="caf\u00e9")) == [later]
+    assert raw.execute("SELECT count(*) FROM session_surfaces").fetchone() == (2,)
+
+
 async def test_timestamps_round_trip_and_order_across_offsets(
     adapter: SqliteSessionStoreAdapter,
 ) -> None:
@@ -260,15 +300,12 @@ async def test_timestamps_round_trip_and_order_across_offsets(
 
 @settings(max_examples=200, deadline=None)
 @given(session=sessions)
-def test_the_hand_written_encoding_is_the_codecs(session: Session) -> None:
-    """Rows are written by a hand-written encoder (it is on the hot path), and read back with
-    the library's cattrs converter: both must agree on every session."""
-    document = session_to_dict(session)
+def test_a_row_is_the_session_text_and_columns_copied_from_it(session: Session) -> None:
+    """The row holds the one JSON text of a session (the Redis adapter's too), and copies of
+    what queries filter and order by; it decodes back through the converter."""
     row = encode_session(session)
-    # The very text the converter's storage form gives, and the columns copied from it.
-    assert row[8] == json.dumps(
-        document, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    )
+    assert row[8] == encode_document(session)
+    assert row[8].isascii()
     assert row[:8] == (
         session.id,
         session.user_id,
@@ -281,18 +318,6 @@ def test_the_hand_written_encoding_is_the_codecs(session: Session) -> None:
     )
     assert json.loads(row[9]) == list(session.attached_surfaces)
     assert decode_session(session.id, session.user_id, row[8]) == session
-
-
-def test_micros_are_exact_and_ordered() -> None:
-    moments = [
-        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(2026, 1, 1, tzinfo=UTC),
-        datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-    ]
-    micros = [to_micros(m) for m in moments]
-    assert micros == sorted(micros)
-    assert [from_micros(m) for m in micros] == moments
 
 
 async def test_due_reads_past_many_rows_in_order(adapter: SqliteSessionStoreAdapter) -> None:
@@ -560,26 +585,32 @@ async def test_synchronous_setting_reaches_the_connection(path: Path) -> None:
             await adapter.aclose()
 
 
-# -- the lane: batching, hand-over and cancellation -------------------------------------------
+# -- the batcher: batching, hand-over and cancellation ----------------------------------------
+# (The one batcher of both durable adapters; the Redis tests cover its use for pipelines.)
 
 
-async def test_lane_batches_what_waits_and_survives_cancelled_waiters() -> None:
+def threaded(run_batch: Callable[[list[Job[int, int]]], None]) -> Callable[[Any], Any]:
+    """A batch run that calls ``run_batch`` in a worker thread, as the SQLite adapter does."""
+    return partial(anyio.to_thread.run_sync, run_batch)
+
+
+async def test_batcher_batches_what_waits_and_survives_cancelled_waiters() -> None:
     release = threading.Event()
     batches: list[list[int]] = []
 
-    def run_batch(jobs: list[Job[int]]) -> None:
+    def run_batch(jobs: list[Job[int, int]]) -> None:
         release.wait(10)
         batches.append([job.payload for job in jobs])
         for job in jobs:
             job.succeed(job.payload * 10)
 
-    lane: Lane[int] = Lane(run_batch, max_batch=3)
+    batcher: Batcher[int, int] = Batcher(threaded(run_batch), max_batch=3)
     results: dict[int, int] = {}
     scopes = {n: anyio.CancelScope() for n in range(6)}
 
     async def submit(n: int) -> None:
         with scopes[n]:
-            results[n] = await lane.submit(n)
+            results[n] = await batcher.submit(n)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -595,28 +626,29 @@ async def test_lane_batches_what_waits_and_survives_cancelled_waiters() -> None:
             release.set()
     assert batches == [[0], [2, 3, 5]]
     assert results == {0: 0, 2: 20, 3: 30, 5: 50}
-    assert lane.calls == 2
+    assert batcher.batches == 2
 
 
-async def test_lane_takes_at_most_max_batch_and_hands_over() -> None:
+async def test_batcher_takes_at_most_max_batch_and_gives_each_job_its_outcome() -> None:
     release = threading.Event()
     batches: list[list[int]] = []
 
-    def run_batch(jobs: list[Job[int]]) -> None:
+    def run_batch(jobs: list[Job[int, int]]) -> None:
         release.wait(10)
         batches.append([job.payload for job in jobs])
         for job in jobs:
             if job.payload == 4:
                 job.fail(ValueError(4))
             else:
-                job.succeed(None)
+                job.succeed(job.payload)
 
-    lane: Lane[int] = Lane(run_batch, max_batch=2)
+    batcher: Batcher[int, int] = Batcher(threaded(run_batch), max_batch=2)
     errors: list[int] = []
+    results: list[int] = []
 
     async def submit(n: int) -> None:
         try:
-            assert await lane.submit(n) is None
+            results.append(await batcher.submit(n))
         except ValueError as exc:
             errors.append(exc.args[0])
 
@@ -627,4 +659,126 @@ async def test_lane_takes_at_most_max_batch_and_hands_over() -> None:
                 await anyio.wait_all_tasks_blocked()
             release.set()
     assert batches == [[0], [1, 2], [3, 4], [5]]
-    assert errors == [4]
+    assert errors == [4]  # only the job that failed raises
+    assert sorted(results) == [0, 1, 2, 3, 5]
+
+
+async def test_batcher_takes_jobs_up_to_their_size() -> None:
+    gate = anyio.Event()
+    batches: list[list[list[int]]] = []
+
+    async def run(jobs: list[Job[list[int], int]]) -> None:
+        await gate.wait()
+        batches.append([job.payload for job in jobs])
+        for job in jobs:
+            job.succeed(len(job.payload))
+
+    batcher: Batcher[list[int], int] = Batcher(run, max_batch=4, size=len)
+    payloads = [[0], [1, 1, 1], [2, 2], [3, 3], [4] * 5, [5]]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for payload in payloads:
+                tg.start_soon(batcher.submit, payload)
+                await anyio.wait_all_tasks_blocked()
+            gate.set()
+    # A batch takes what fits, and always at least one job, however big.
+    assert batches == [[[0]], [[1, 1, 1]], [[2, 2], [3, 3]], [[4] * 5], [[5]]]
+
+
+async def test_a_lead_handed_to_a_cancelled_job_passes_on() -> None:
+    gate = anyio.Event()
+    batches: list[list[int]] = []
+    scopes = {n: anyio.CancelScope() for n in range(3)}
+
+    async def run(jobs: list[Job[int, int]]) -> None:
+        await gate.wait()
+        batches.append([job.payload for job in jobs])
+        if jobs[0].payload == 0:
+            scopes[1].cancel()  # 1 is cancelled just as the lead is handed to it
+        for job in jobs:
+            job.succeed(job.payload)
+
+    batcher: Batcher[int, int] = Batcher(run, max_batch=1)
+
+    async def submit(n: int) -> None:
+        with scopes[n]:
+            await batcher.submit(n)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(submit, n)
+                await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert batches == [[0], [2]]
+    assert scopes[1].cancelled_caught
+
+
+async def test_a_taken_follower_that_is_cancelled_leaves_when_its_batch_ended() -> None:
+    gates = [anyio.Event(), anyio.Event()]
+    events: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def run(jobs: list[Job[int, int]]) -> None:
+        await gates[len(events)].wait()
+        events.append(f"ran {[job.payload for job in jobs]}")
+        for job in jobs:
+            job.succeed(job.payload)
+
+    batcher: Batcher[int, int] = Batcher(run, max_batch=8)
+
+    async def follower() -> None:
+        with scope:
+            await batcher.submit(2)
+        events.append("follower left")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(batcher.submit, 0)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(batcher.submit, 1)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(follower)
+            await anyio.wait_all_tasks_blocked()
+            gates[0].set()  # 1 leads the next batch, with 2 in it
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()  # 2 is taken: it waits for its batch, then leaves cancelled
+            await anyio.wait_all_tasks_blocked()
+            assert events == ["ran [0]"]
+            gates[1].set()
+    assert events == ["ran [0]", "ran [1, 2]", "follower left"]
+    assert scope.cancelled_caught
+
+
+async def test_a_run_that_raises_fails_every_job_with_an_error_of_its_own() -> None:
+    gate = anyio.Event()
+    down = ConnectionError("connection lost")
+
+    async def run(jobs: list[Job[int, int]]) -> None:
+        await gate.wait()
+        if len(jobs) > 1:
+            jobs[0].succeed(0)  # an outcome set before the failure stays
+            raise AdapterError("could not send") from down
+        raise KeyError("a defect")
+
+    batcher: Batcher[int, int] = Batcher(run, max_batch=8)
+    errors: dict[int, BaseException] = {}
+
+    async def submit(n: int) -> None:
+        try:
+            await batcher.submit(n)
+        except AdapterError as exc:
+            errors[n] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(submit, n)
+                await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert "a defect" in str(errors.pop(0))
+    assert sorted(errors) == [2, 3]
+    assert errors[2] is not errors[3]  # each task raises its own exception
+    for error in errors.values():
+        assert str(error) == "could not send"
+        assert error.__cause__ is down

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from .adapters.sqlite._schema import check_known_version, decode_session, from_micros
+from .adapters._encoding import from_micros
+from .adapters.sqlite._schema import check_known_version, decode_session
 from .adapters.sqlite._schema import read_schema_version as schema_version
 from .errors import AdapterError
 from .model import SessionState

@@ -1,48 +1,65 @@
-"""A lane: blocking work run in a worker thread one batch at a time, batching what waits.
+"""Leader/follower batching: what concurrent tasks submit is run together, one batch at a time.
 
-Tasks submit jobs; a lane runs at most one thread call at a time, and that call takes *every* job
-pending when it starts. While it runs, new jobs wait, and go together into the next call. So a
-flood of concurrent submissions costs a few thread calls (and, for the SQLite writer, a few
-transactions and disk syncs), and a lone submission runs at once: group commit without a timer.
+Both durable adapters batch this way: the SQLite adapter runs every pending write in one
+transaction in its writer thread (and every pending read in one read transaction), and the Redis
+adapter sends every pending script call in one pipeline. A flood of concurrent submissions thus
+costs a few runs -- a few transactions and disk syncs, a few round trips -- and a lone submission
+runs at once: group commit without a timer.
 
-There is no lane task. The task whose job starts a call is its *leader*: it runs the batch, sets
-every job's outcome, and hands the lane to the first job still pending, whose task becomes the
-next leader. A leader therefore never works for others after its own job is done, and no task
-outlives its call. The thread call is shielded from cancellation: a batch that started always
-completes, so a job is either never run (its task was cancelled while it was pending) or run
-whole, before its call ends.
+A :class:`Batcher` runs at most one batch at a time, and that batch takes every job pending when
+it starts (up to ``max_batch``); jobs submitted while it runs wait, and go together into the
+next one. There is no batcher task: the task whose submission finds no batch running is the
+*leader*. It runs the batch, and each job in it gets its own outcome (a result or an exception);
+then the leader hands the lead to the first job still pending, whose task runs the next batch.
+A leader therefore never works for others after its own job is done, and no task outlives its
+batch.
 
-Everything here runs on the event loop except ``run_batch``, which runs in a worker thread
-(``anyio.to_thread.run_sync`` with a one-token limiter) and must finish every job it is given.
-Only the thread touches the jobs of a batch while it runs, so no lock is needed.
+Cancellation, the same for every batcher:
+
+* A job whose task is cancelled while it is still pending is withdrawn: it never runs. A lead
+  handed to it passes on to the next pending job.
+* A batch, once started, runs to its end: the run is shielded, so a job is either never run or
+  run whole. Each job's outcome is set by the leader either way.
+* A follower cancelled once its job was taken waits (shielded) until its batch has ended, then
+  leaves with its cancellation (the outcome is dropped). So when a cancelled call returns,
+  nothing it submitted is still running -- for SQLite, its transaction has ended; for Redis,
+  the pipeline's replies are in, and the driver's connection is whole.
+* The leader, whose own call runs the batch, returns its outcome; a cancellation reaches it at
+  its next checkpoint.
+
+Everything here runs on the event loop; only ``run`` may hand the jobs to a worker thread (as
+the SQLite adapter does), which then alone touches them until ``run`` returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, final
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 
-__all__ = ["Job", "Lane"]
+from ..errors import AdapterError
+
+__all__ = ["Batcher", "Job"]
 
 P = TypeVar("P")
+R = TypeVar("R")
 
 
 @final
-class Job(Generic[P]):
-    """One submission: its payload and, once run, its outcome."""
+class Job(Generic[P, R]):
+    """One submission: its payload and, once its batch ran, its own outcome."""
 
     __slots__ = ("error", "finished", "lead", "payload", "result", "taken", "wake")
 
     def __init__(self, payload: P) -> None:
         self.payload = payload
-        self.result: Any = None
+        self.result: R | None = None
         self.error: BaseException | None = None
         self.finished = False
-        #: The job is in a batch that runs or ran; its task no longer owns it.
+        #: The job is in a batch that runs or ran; its task no longer decides its fate.
         self.taken = False
         #: The job's task was woken to lead the next batch.
         self.lead = False
@@ -50,54 +67,79 @@ class Job(Generic[P]):
         #: own job never does).
         self.wake: anyio.Event | None = None
 
-    def succeed(self, result: Any) -> None:
-        """Set the job's result (from the worker thread)."""
+    def succeed(self, result: R) -> None:
+        """Set the job's result."""
         self.result = result
         self.finished = True
 
     def fail(self, error: BaseException) -> None:
-        """Set the job's error (from the worker thread)."""
+        """Set the job's exception: raised in the job's task alone, so one per job."""
         self.error = error
         self.finished = True
 
-    def outcome(self) -> Any:
-        """The result, or raise the error."""
+    def outcome(self) -> R:
+        """The result, or raise the exception."""
         if self.error is not None:
             raise self.error
-        return self.result
+        return self.result  # type: ignore[return-value]  # set by succeed
+
+
+def _failure(exc: BaseException) -> AdapterError:
+    """A job's own exception for a run that raised ``exc`` before setting the job's outcome."""
+    if isinstance(exc, AdapterError):
+        # A storage failure of the whole batch: each job gets a copy, keeping the cause.
+        error = AdapterError(str(exc))
+        error.__cause__ = exc.__cause__ or exc
+    else:
+        error = AdapterError(f"a batch failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+    return error
 
 
 @final
-class Lane(Generic[P]):
-    """Runs submitted jobs in batches, one thread call at a time (see the module docs).
+class Batcher(Generic[P, R]):
+    """Runs submitted jobs in batches, one batch at a time (see the module documentation).
 
     Create it inside the event loop that uses it.
 
     Args:
-        run_batch: Runs in a worker thread; calls ``succeed`` or ``fail`` on every job.
-        max_batch: Most jobs one thread call takes; the rest wait for the next one.
+        run: Runs one batch: calls ``succeed`` or ``fail`` on every job it is given. If it
+            raises, every job it left without an outcome fails with an
+            :class:`~assistant_sessions.AdapterError` of its own (a copy of the raised one,
+            keeping its cause; else with the raised exception as the cause).
+        max_batch: Most jobs one batch takes (with ``size``: most units); the rest wait for
+            the next one. A batch always takes at least one job.
+        size: How many units a job's payload counts for; ``None``: one per job.
     """
 
-    def __init__(self, run_batch: Callable[[list[Job[P]]], None], max_batch: int) -> None:
-        self._run_batch = run_batch
+    def __init__(
+        self,
+        run: Callable[[list[Job[P, R]]], Awaitable[object]],
+        max_batch: int,
+        *,
+        size: Callable[[P], int] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._run = run
         self._max_batch = max_batch
-        self._limiter = anyio.CapacityLimiter(1)
-        self._pending: list[Job[P]] = []
+        self._size = size
+        self._pending: deque[Job[P, R]] = deque()
         self._busy = False
-        self.calls = 0
+        #: Batches run so far.
+        self.batches = 0
 
-    async def submit(self, payload: P) -> Any:
+    async def submit(self, payload: P) -> R:
         """Run ``payload`` in the next batch and return its outcome.
 
         Raises:
-            BaseException: Whatever ``run_batch`` set as the job's error.
+            BaseException: Whatever the run set as the job's exception.
 
-        On cancellation: a job still pending is withdrawn and never runs. Once its batch has
-        started, the job completes before the call ends: the cancellation is raised after it
-        (the leader, whose own call runs the batch, returns its outcome instead).
+        On cancellation: see the module documentation (a pending job is withdrawn; a taken one
+        completes first).
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
-        job = Job(payload)
+        job: Job[P, R] = Job(payload)
         self._pending.append(job)
         if self._busy:
             wake = job.wake = anyio.Event()
@@ -105,7 +147,7 @@ class Lane(Generic[P]):
                 await wake.wait()
             except BaseException:
                 if job.taken:
-                    # Its batch runs: let it finish, so nothing is still running for a caller
+                    # Its batch runs: let it end, so that nothing still runs for a caller
                     # that has gone.
                     with anyio.CancelScope(shield=True):
                         await wake.wait()
@@ -118,35 +160,46 @@ class Lane(Generic[P]):
                 return job.outcome()
         else:
             self._busy = True
-        # This task leads: it runs the oldest pending jobs (its own among them) in one call.
-        batch = self._pending[: self._max_batch]
-        del self._pending[: self._max_batch]
-        for taken in batch:
-            taken.taken = True
+        # This task leads: it runs the oldest pending jobs, its own first among them.
+        batch = self._take()
+        self.batches += 1
         try:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._run_all, batch, limiter=self._limiter)
+                await self._run(batch)
+        except BaseException as exc:
+            for member in batch:
+                if not member.finished:
+                    member.fail(_failure(exc))
+            if not isinstance(exc, Exception):
+                raise
         finally:
             for done in batch:
+                if not done.finished:  # pragma: no cover - a run that forgot a job
+                    done.fail(AdapterError("a batch ended without an outcome for this call"))
                 if done.wake is not None:
                     done.wake.set()
             self._hand_over()
         return job.outcome()
 
-    async def idle(self) -> None:
-        """Wait until no thread call runs (new ones may start right after)."""
-        async with self._limiter:
-            pass
-
-    def _run_all(self, batch: list[Job[P]]) -> None:
-        self.calls += 1
-        try:
-            self._run_batch(batch)
-        except Exception as exc:
-            # A defect in run_batch: every job without an outcome gets its exception.
-            for job in batch:
-                if not job.finished:
-                    job.fail(exc)
+    def _take(self) -> list[Job[P, R]]:
+        pending = self._pending
+        limit = self._max_batch
+        size = self._size
+        if size is None:
+            batch = [pending.popleft() for _ in range(min(limit, len(pending)))]
+        else:
+            first = pending.popleft()
+            batch = [first]
+            total = size(first.payload)
+            while pending:
+                more = size(pending[0].payload)
+                if total + more > limit:
+                    break
+                total += more
+                batch.append(pending.popleft())
+        for taken in batch:
+            taken.taken = True
+        return batch
 
     def _hand_over(self) -> None:
         if self._pending:

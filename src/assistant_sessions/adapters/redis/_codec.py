@@ -1,33 +1,22 @@
-"""How the Redis adapter writes values: ids, times, index members and sessions as bytes.
+"""How the Redis adapter writes values: ids, index members and sessions as bytes.
 
 Every value must read back exactly, whatever the ids contain and whatever the server's locale,
 and the scripts compare some of them byte for byte; one module holds each encoding so that
-writer and reader always agree.
+writer and reader always agree. A session is stored as its ASCII JSON text and scored by
+integer microseconds, both from :mod:`assistant_sessions.adapters._encoding` (shared with the
+SQLite adapter).
 """
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import Final
+from collections.abc import Container
 
-import cattrs
-
-from ...errors import AdapterError
 from ...model import Session
-from .._encoding import session_from_dict, session_to_dict
+from .._encoding import encode_session, to_micros
+from ..base import state_clock
+from ._keys import STATE_INDEX
 
-__all__ = [
-    "decode_session",
-    "encode_session",
-    "from_bytes",
-    "member",
-    "micros",
-    "split_member",
-    "to_bytes",
-]
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["from_bytes", "member", "split_member", "to_bytes", "upsert_args"]
 
 
 def to_bytes(text: str) -> bytes:
@@ -37,12 +26,6 @@ def to_bytes(text: str) -> bytes:
 
 def from_bytes(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
-
-
-def micros(when: datetime) -> int:
-    """Microseconds since the epoch: exact for every ``datetime`` and every double score."""
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def member(user: bytes, session_id: bytes) -> bytes:
@@ -57,20 +40,16 @@ def split_member(data: bytes) -> tuple[bytes, bytes]:
     return rest[:n], rest[n:]
 
 
-def encode_session(session: Session) -> bytes:
-    # ASCII JSON: every id and metadata string survives, whatever the server's locale.
-    return json.dumps(session_to_dict(session), separators=(",", ":")).encode()
-
-
-def decode_session(raw: bytes, session_id: str) -> Session:
-    """The session stored as ``raw``.
-
-    Raises:
-        AdapterError: ``raw`` is not a session (naming ``session_id``).
-    """
-    try:
-        return session_from_dict(json.loads(raw))
-    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
-        raise AdapterError(
-            f"session {session_id!r} is stored in a form that cannot be read"
-        ) from exc
+def upsert_args(user: bytes, session: Session, claimed: Container[bytes]) -> tuple[bytes, ...]:
+    """The commit script's arguments for one upserted session of ``user``: id, JSON, member,
+    state (1-4), due score, recency score, and whether its id was claimed beforehand."""
+    session_id = to_bytes(session.id)
+    return (
+        session_id,
+        encode_session(session).encode(),
+        member(user, session_id),
+        STATE_INDEX[session.state],
+        str(to_micros(state_clock(session))).encode(),
+        str(to_micros(session.last_activity_at)).encode(),
+        b"1" if session_id in claimed else b"0",
+    )

@@ -28,6 +28,7 @@ from coredis.exceptions import NoScriptError, RedisError
 from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
 from ...errors import AdapterError
+from .._batching import Job
 from ._scripts import Script
 
 __all__ = ["Client", "Connection", "ScriptCall"]
@@ -243,6 +244,21 @@ class Connection:
             return [await request for request in requests]
 
         return await self._to_the_end(run)
+
+    async def send_batch(self, jobs: list[Job[Sequence[ScriptCall], list[Any]]]) -> None:
+        """Send the script calls of ``jobs`` in one pipeline; each job gets its own replies.
+
+        This runs the adapter's :class:`~assistant_sessions.adapters._batching.Batcher`.
+
+        Raises:
+            AdapterError: Redis failed (the batcher fails every job with a copy of it).
+        """
+        replies = await self.send_scripts([call for job in jobs for call in job.payload])
+        start = 0
+        for job in jobs:
+            end = start + len(job.payload)
+            job.succeed(replies[start:end])
+            start = end
 
     async def send_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run several scripts in one pipeline, to its end; the replies in order.

@@ -18,8 +18,9 @@ from typing import Final
 from coredis.tokens import PureToken
 
 from ...model import Session, SessionQuery, SessionState, recency_key
+from .._encoding import decode_session, to_micros
 from ..base import state_clock
-from ._codec import decode_session, from_bytes, member, micros, split_member
+from ._codec import from_bytes, member, split_member
 from ._driver import Connection
 from ._keys import KeyLayout
 
@@ -57,7 +58,7 @@ async def due(
     Raises:
         AdapterError: A session cannot be decoded (driver errors are the caller's to translate).
     """
-    highest = micros(before) - 1
+    highest = to_micros(before) - 1
     replies = await redis.pipeline(
         [
             methodcaller(
@@ -98,8 +99,8 @@ async def scan(redis: Connection, keys: KeyLayout, query: SessionQuery) -> list[
         indexes = [keys.due_key(k, state) for k in range(keys.buckets)]
     else:
         indexes = [keys.recency_key(k) for k in range(keys.buckets)]
-    lowest = float("-inf") if query.active_after is None else micros(query.active_after) + 1
-    top = float("inf") if query.after is None else micros(query.after[0])
+    lowest = float("-inf") if query.active_after is None else to_micros(query.active_after) + 1
+    top = float("inf") if query.after is None else to_micros(query.after[0])
     batch = min(max(query.limit, _FIND_BATCH), 1000)
     # Per bucket: (highest score still to read, how many members at that score were read).
     cursors: dict[bytes, tuple[float, int]] = dict.fromkeys(indexes, (top, 0))
@@ -133,7 +134,7 @@ async def scan(redis: Connection, keys: KeyLayout, query: SessionQuery) -> list[
         # Once `limit` matches are in, a bucket whose next entries are all older than the
         # last of them cannot contribute.
         floor = (
-            micros(min(found, key=recency_key).last_activity_at)
+            to_micros(min(found, key=recency_key).last_activity_at)
             if len(found) >= query.limit
             else float("-inf")
         )

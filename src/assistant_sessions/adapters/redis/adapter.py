@@ -1,70 +1,7 @@
-"""The Redis adapter: one session store shared by many processes and machines.
+"""The Redis adapter's class: the contract of :mod:`assistant_sessions.adapters.base` on Redis.
 
-Install with ``pip install 'assistant-sessions[redis]'``. The driver is `coredis`_, whose async
-API runs on anyio, so the adapter works on asyncio and trio alike, against a single server or
-a Redis Cluster.
-
-How the contract of :mod:`assistant_sessions.adapters.base` is kept:
-
-Atomic, versioned per-user commit
-    Each :class:`~assistant_sessions.adapters.UserCommit` is applied by one Lua script
-    (``EVALSHA``, falling back to ``EVAL`` when the server lost its script cache) that checks
-    the user's version and then writes the sessions, both indexes and the new version in one
-    step. Every key of a user carries the same hash tag, so in a cluster the script runs on the
-    one node that owns the user. Scripts submitted while a pipeline is in flight, by any
-    actor, go together in the next one (group commit across users): one round trip per batch
-    on a single server, one per node in a cluster. A version conflict replies with the user as
-    the script found it, which the actor's immediate reload uses instead of another round trip.
-    Redis never applies half a script, and with ``appendonly yes`` and ``appendfsync always``
-    an acknowledged commit survives a crash of the server.
-
-Session ids are unique across users
-    Each session id has a *claim* naming its owner. On a single server (one bucket, the
-    default there) claims share the users' slot and the commit script checks and writes them
-    itself, atomically. In a cluster a claim usually lives on another node, so a commit that
-    creates sessions takes three steps: the script reports the ids it has not seen and the
-    user's *claim epoch*, the adapter claims the ids (``HSET`` if absent), and the script runs
-    again and applies if the epoch is unchanged. A claim can be left behind by a commit that
-    lost its version race, or by a deleted session. A claim of another user younger than
-    ``command_timeout`` may belong to a create still in flight, so it wins: the id conflicts.
-    An older one is taken from its holder, but only after *fencing* the holder: a script on
-    the holder's node either finds the session there (the id is taken: duplicate) or bumps
-    the holder's claim epoch, so that no claim the holder took before can still be used. So at
-    no time can two users both hold one id. A fence costs the holder at most one more claim
-    round; it happens only when an id is reused across users, and when the claim of a deleted
-    session is released. (Should both creates of a race fail, the id is free again.)
-
-Sweeps
-    Per bucket, one sorted set per state scores every session by its state clock
-    (:func:`~assistant_sessions.adapters.base.state_clock`), kept exact by the commit script.
-    :meth:`RedisSessionStoreAdapter.due` reads ``limit`` members from each bucket's set with
-    ``ZRANGE ... BYSCORE LIMIT`` (pipelined), keeps the oldest ``limit`` and fetches those
-    sessions; the store re-checks each one inside its owner's actor. A sweep costs in proportion
-    to the buckets and the stale sessions it finds, never to all sessions.
-
-Queries and their cost
-    :meth:`~RedisSessionStoreAdapter.load_user` and ``find(user_id=...)`` are one script call
-    (``GET`` + ``HGETALL`` of one user). ``get`` is one call on a single server, two in a
-    cluster (claim, then the session). ``find`` without a user walks a per-bucket sorted set by
-    last activity, newest first (the active or created sweep index when the query names that
-    state), in pipelined batches, fetching sessions and applying the remaining filters as it
-    goes: it costs in proportion to the sessions it examines, which for selective filters on
-    workspace or surface can be all of them. Such a ``find`` reads committed data but is not a
-    point-in-time snapshot: a session touched while it runs may be missed.
-
-Connection loss
-    Driver errors become :class:`~assistant_sessions.AdapterError`. Nothing is retried
-    automatically, because a commit whose reply was lost may have been applied (the actor
-    reloads the user instead); only commands a cluster refused with ``CLUSTERDOWN``, which did
-    not run, are sent again. Connections are re-established on the next call, so a store
-    serves again once Redis is back, without being restarted.
-
-Lifetime
-    :meth:`~RedisSessionStoreAdapter.open` enters the driver's task group, and
-    :meth:`~RedisSessionStoreAdapter.aclose` leaves it, so both must run in the same task and
-    not inside a cancel scope opened in between, as a store does around its ``async with``.
-
-.. _coredis: https://coredis.readthedocs.io
+How it is kept -- the scripts, the claim protocol, sweeps and what each call costs -- is
+described in the documentation of :mod:`assistant_sessions.adapters.redis`.
 """
 
 from __future__ import annotations
@@ -79,23 +16,26 @@ import anyio
 
 from ...errors import AdapterError, InvalidInputError, InvalidTypeError
 from ...model import Session, SessionQuery, SessionState, recency_key
-from ..base import Rejection, UserCommit, UserSnapshot, state_clock
+from .._batching import Batcher
+from .._encoding import decode_session
+from ..base import Rejection, UserCommit, UserSnapshot
 from . import _claims as claims
 from . import _queries as queries
 from . import _scripts as lua
-from ._codec import decode_session, encode_session, from_bytes, member, micros, to_bytes
+from ._codec import from_bytes, member, to_bytes, upsert_args
 from ._driver import Connection, ScriptCall
-from ._group import ScriptGroup
 from ._keys import (
     CLUSTER_BUCKETS,
     LAYOUT,
     MAX_BUCKETS,
     SINGLE_BUCKETS,
-    STATE_INDEX,
     KeyLayout,
 )
 
-__all__ = ["RedisSessionStoreAdapter"]
+__all__ = ["MAX_CALLS", "RedisSessionStoreAdapter"]
+
+#: Most script calls sent in one pipeline; what is left waits for the next one.
+MAX_CALLS: Final = 512
 
 #: Seconds after a version conflict during which the same task's reload of that user may use
 #: the state the conflict read (the actor reloads at once; later loads must read Redis).
@@ -115,7 +55,8 @@ class RedisSessionStoreAdapter:
     ``buckets``, which the adapter records under ``<key_prefix>:meta`` and checks on
     :meth:`open`). Durability is Redis's own: run it with ``appendonly yes`` and
     ``appendfsync always`` to keep every acknowledged write across a crash of the server.
-    See the module documentation for the data layout and what each call costs.
+    See the documentation of :mod:`assistant_sessions.adapters.redis` for the data layout and
+    what each call costs.
 
     Example::
 
@@ -137,6 +78,10 @@ class RedisSessionStoreAdapter:
             :class:`~assistant_sessions.AdapterError`; also how long another user's claim on
             a session id is presumed to belong to a create still in flight.
         max_connections: Most connections per server.
+        group_commit: Send the script calls of concurrent operations together, one pipeline
+            at a time (the default). ``False`` sends each operation's calls at once, in a
+            round trip of their own (concurrent ones share the connections): slower, for
+            comparison.
 
     Raises:
         InvalidInputError: A bad ``key_prefix``, ``buckets`` or timeout.
@@ -153,6 +98,7 @@ class RedisSessionStoreAdapter:
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         max_connections: int = 64,
+        group_commit: bool = True,
     ) -> None:
         if not isinstance(url, str) or not isinstance(key_prefix, str):
             raise InvalidTypeError("url and key_prefix must be str")
@@ -188,7 +134,12 @@ class RedisSessionStoreAdapter:
         )
         # No buckets until open reads them from Redis.
         self._keys = KeyLayout(self._prefix, 0)
-        self._group = ScriptGroup(self._redis.send_scripts)
+        self.group_commit = bool(group_commit)
+        self._batcher: Batcher[Sequence[ScriptCall], list[Any]] = Batcher(
+            self._redis.send_batch, MAX_CALLS, size=len
+        )
+        # Every script call goes through here: batched, or on its own.
+        self._send = self._batcher.submit if self.group_commit else self._redis.send_scripts
         # The user as a version conflict found it, for the reload that follows at once.
         self._rejected: dict[str, tuple[UserSnapshot, object, float]] = {}
         # Version conflicts in a row, per user: writers that keep losing ask for a lease.
@@ -197,7 +148,8 @@ class RedisSessionStoreAdapter:
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
-        return f"<RedisSessionStoreAdapter {kind} {self.url!r} prefix={self.key_prefix!r}>"
+        grouped = "" if self.group_commit else " group_commit=False"
+        return f"<RedisSessionStoreAdapter {kind} {self.url!r} prefix={self.key_prefix!r}{grouped}>"
 
     @property
     def buckets(self) -> int:
@@ -267,7 +219,7 @@ class RedisSessionStoreAdapter:
         user = to_bytes(user_id)
         keys = [self._keys.version_key(user), self._keys.sessions_key(user)]
         with self._redis.errors("load a user from"):
-            ((version, flat),) = await self._group.submit([(lua.LOAD, keys, [])])
+            ((version, flat),) = await self._send([(lua.LOAD, keys, [])])
         return self._snapshot(user_id, version, flat)
 
     @staticmethod
@@ -298,16 +250,7 @@ class RedisSessionStoreAdapter:
                     f"commit of user {commit.user_id!r} upserts session {session.id!r} "
                     f"of user {session.user_id!r}"
                 )
-            session_id = to_bytes(session.id)
-            args += (
-                session_id,
-                encode_session(session),
-                member(user, session_id),
-                STATE_INDEX[session.state],
-                str(micros(state_clock(session))).encode(),
-                str(micros(session.last_activity_at)).encode(),
-                b"1" if session_id in claimed else b"0",
-            )
+            args += upsert_args(user, session, claimed)
         for deleted in commit.deletes:
             session_id = to_bytes(deleted)
             args += (session_id, member(user, session_id))
@@ -337,7 +280,7 @@ class RedisSessionStoreAdapter:
             # A round applies, or names the new ids to claim first (and the claim epoch). A
             # fence between claiming and applying costs one more round.
             for _ in range(claims.ATTEMPTS):
-                replies = await self._group.submit(
+                replies = await self._send(
                     [self._commit_call(commits[i], claimed[i], epochs[i]) for i in todo]
                 )
                 again = []
@@ -420,7 +363,7 @@ class RedisSessionStoreAdapter:
         with self._redis.errors("read a session from"):
             if self._keys.buckets == 1:
                 call = (lua.GET_INLINE, [claims_key], [sid, self._keys.sessions_prefix(0)])
-                (raw,) = await self._group.submit([call])
+                (raw,) = await self._send([call])
             else:
                 held = await self._redis.call(lambda client: client.hget(claims_key, sid))
                 if held is None:

@@ -1,18 +1,19 @@
 """The SQLite schema of the session store: its migrations, and how sessions map to rows.
 
-A ``sessions`` row keeps the session's storage form (``_codec.session_to_dict`` as JSON) in
-``data``, the one source a session is decoded from, so a session round-trips exactly (timestamps
-keep their offset, metadata its types). The other columns copy what queries filter and order by:
-ids, the state, the surfaces (a JSON array), and timestamps as integer microseconds since the
-Unix epoch, UTC, which order correctly in SQL whatever offset the datetimes had. ``state_clock``
-is the key of the sweep index (:func:`~assistant_sessions.adapters.base.state_clock`). Triggers
-keep the ``session_surfaces`` side table equal to the ``surfaces`` column, so "sessions on this
-surface" is an index lookup; they do their work only when a write changes the surfaces.
+A ``sessions`` row keeps the session's JSON text in ``data`` (the text the Redis adapter
+stores too: :func:`assistant_sessions.adapters._encoding.encode_session`), the one source a
+session is decoded from, so a session round-trips exactly (timestamps keep their offset,
+metadata its types). The other columns copy what queries filter and order by: ids, the state,
+the surfaces (a JSON array), and timestamps as integer microseconds since the Unix epoch, UTC
+(:func:`~assistant_sessions.adapters._encoding.to_micros`), which order correctly in SQL
+whatever offset the datetimes had. ``state_clock`` is the key of the sweep index
+(:func:`~assistant_sessions.adapters.base.state_clock`). Triggers keep the ``session_surfaces``
+side table equal to the ``surfaces`` column, so "sessions on this surface" is an index lookup;
+they do their work only when a write changes the surfaces.
 
-Rows are written by :func:`encode_session`, which builds the storage form by hand (a commit is on
-the hot path, and the converter's generic unstructuring costs more than the rest of the
-encoding), and read by :func:`decode_session` through the converter alone. A property test checks
-that the hand-built document is the converter's for any session.
+Rows are written by :func:`encode_session` and read by :func:`decode_session`, through the
+converter alone. Rows written before the JSON text was ASCII hold UTF-8 text: they decode the
+same.
 
 The schema version lives in the one-row table ``schema_version``. :data:`MIGRATIONS` is the list
 of forward steps: step ``i`` takes a database from version ``i`` to ``i + 1``. They run in order,
@@ -23,17 +24,14 @@ history: never edit one that has shipped, append a new one.
 
 from __future__ import annotations
 
-import json
-import json.encoder
 import sqlite3
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from ..._validate import thaw
 from ...errors import AdapterError
 from ...model import Session, SessionState
-from .._encoding import session_from_dict
+from .._encoding import decode_session as decode_document
+from .._encoding import encode_session as encode_document
+from .._encoding import encode_surfaces, to_micros
 
 __all__ = [
     "MIGRATIONS",
@@ -42,14 +40,9 @@ __all__ = [
     "check_known_version",
     "decode_session",
     "encode_session",
-    "from_micros",
     "migrate",
     "read_schema_version",
-    "to_micros",
 ]
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 
 #: A row of ``sessions`` as written, in the column order of ``INSERT``.
 SessionRow = tuple[str, str, str | None, str, int, int, int, int, str, str]
@@ -180,85 +173,16 @@ def migrate(
     return found
 
 
-def to_micros(moment: datetime) -> int:
-    """Integer microseconds since the Unix epoch, UTC, of an aware ``datetime`` (exact)."""
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    """The aware UTC ``datetime`` of :func:`to_micros` (exact)."""
-    return _EPOCH + micros * _MICROSECOND
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``, fast.
-
-    ``json.dumps`` with options builds a new encoder on every call, and even a kept
-    ``JSONEncoder`` builds its C encoder again on every call: together more than the encoding
-    of a session. So the C encoder is built once (the same one ``JSONEncoder`` builds, without
-    the check for circular references: documents are trees), where the interpreter has one.
-    """
-    options = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - interpreters without the C accelerator
-        return options.encode
-    try:
-        # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
-        # skipkeys, allow_nan), as JSONEncoder.iterencode passes them.
-        encode_string = json.encoder.encode_basestring
-        chunks = make(None, options.default, encode_string, None, ":", ",", False, False, False)
-    except TypeError:  # pragma: no cover - a C encoder with another signature
-        return options.encode
-    return lambda value: "".join(chunks(value, 0))
-
-
-_encode_json: Final = _json_encoder()
-
-
-#: The JSON text of a string (``ensure_ascii=False``), as the encoder above writes strings.
-_encode_string: Final = json.encoder.encode_basestring
-
-
 def encode_session(session: Session) -> SessionRow:
-    """The ``sessions`` row of ``session``.
-
-    The document's text is put together directly, in the converter's key order: the same text
-    as encoding ``session_to_dict(session)`` (a test checks it for any session), without
-    building the dict. Timestamps and the state are ASCII with nothing to escape.
-    """
+    """The ``sessions`` row of ``session``: its JSON text, and the columns copied from it."""
     last_activity = to_micros(session.last_activity_at)
     state_changed = to_micros(session.state_changed_at)
     state = session.state
-    workspace = session.workspace_id
-    surfaces = "[" + ",".join(map(_encode_string, session.attached_surfaces)) + "]"
-    metadata = session.metadata
-    document = "".join(
-        (
-            '{"id":',
-            _encode_string(session.id),
-            ',"user_id":',
-            _encode_string(session.user_id),
-            ',"workspace_id":',
-            "null" if workspace is None else _encode_string(workspace),
-            ',"state":"',
-            str(state),
-            '","created_at":"',
-            session.created_at.isoformat(),
-            '","last_activity_at":"',
-            session.last_activity_at.isoformat(),
-            '","state_changed_at":"',
-            session.state_changed_at.isoformat(),
-            '","attached_surfaces":',
-            surfaces,
-            ',"metadata":',
-            _encode_json(thaw(metadata)) if metadata else "{}",
-            "}",
-        )
-    )
+    surfaces = encode_surfaces(session.attached_surfaces)
     return (
         session.id,
         session.user_id,
-        workspace,
+        session.workspace_id,
         str(state),
         to_micros(session.created_at),
         last_activity,
@@ -267,7 +191,7 @@ def encode_session(session: Session) -> SessionRow:
         last_activity
         if state is SessionState.CREATED or state is SessionState.ACTIVE
         else state_changed,
-        document,
+        encode_document(session, surfaces),
         surfaces,
     )
 
@@ -279,12 +203,7 @@ def decode_session(session_id: str, user_id: str, data: Any) -> Session:
         AdapterError: The row does not decode into a session, or its document disagrees with
             its columns. The decoding error is the ``__cause__``.
     """
-    try:
-        session = session_from_dict(json.loads(data))
-    except Exception as exc:
-        raise AdapterError(
-            f"stored session {session_id!r} cannot be decoded ({type(exc).__name__}: {exc})"
-        ) from exc
+    session = decode_document(data, session_id)
     if session.id != session_id or session.user_id != user_id:
         raise AdapterError(
             f"stored session {session_id!r} of user {user_id!r} holds the document of session "

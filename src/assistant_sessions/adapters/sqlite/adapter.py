@@ -77,6 +77,7 @@ from ...errors import AdapterError, InvalidInputError, InvalidTypeError
 from ...model import Session, SessionQuery, SessionState
 from ..base import Rejection, UserCommit, UserSnapshot
 from . import _db as db
+from . import _reads as reads
 from ._schema import encode_session
 
 __all__ = ["SqliteSessionStoreAdapter", "SqliteStatistics", "Synchronous"]
@@ -186,8 +187,8 @@ class SqliteSessionStoreAdapter:
         return [
             database.transactions,
             database.user_commits,
-            database.write_lane.calls,
-            database.read_lane.calls,
+            database.writes.batches,
+            database.reads.batches,
         ]
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ class SqliteSessionStoreAdapter:
         On cancellation before the read started, nothing is read; once it started, it
         completes first.
         """
-        result: UserSnapshot = await self._database().read(db.load_user(user_id))
+        result: UserSnapshot = await self._database().reads.submit(reads.load_user(user_id))
         return result
 
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
@@ -320,8 +321,7 @@ class SqliteSessionStoreAdapter:
         if not encoded:
             await anyio.lowlevel.checkpoint()
             return []
-        result: list[Rejection | None] = await database.write_lane.submit(encoded)
-        return result
+        return await database.writes.submit(encoded)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class SqliteSessionStoreAdapter:
 
         Cancellation: as :meth:`load_user`.
         """
-        result: Session | None = await self._database().read(db.get(session_id))
+        result: Session | None = await self._database().reads.submit(reads.get(session_id))
         return result
 
     async def find(self, query: SessionQuery) -> list[Session]:
@@ -346,7 +346,7 @@ class SqliteSessionStoreAdapter:
 
         Cancellation: as :meth:`load_user`.
         """
-        result: list[Session] = await self._database().read(db.find(query))
+        result: list[Session] = await self._database().reads.submit(reads.find(query))
         return result
 
     async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
@@ -360,5 +360,5 @@ class SqliteSessionStoreAdapter:
 
         Cancellation: as :meth:`load_user`.
         """
-        result: list[Session] = await self._database().read(db.due(state, before, limit))
+        result: list[Session] = await self._database().reads.submit(reads.due(state, before, limit))
         return result

@@ -1,0 +1,162 @@
+"""The SQLite adapter's reads: each a function of the reader connection, run in its thread.
+
+The adapter turns each call into a :data:`Read` and submits it to the reader; every read pending
+when the reader starts runs in one read transaction, so each sees committed data only. A row
+that does not decode fails ``get`` of its id and is skipped (and logged) by the other reads,
+which go on past it: one damaged session cannot hide its owner's others or stop sweeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from ...errors import AdapterError
+from ...model import Session, SessionQuery, SessionState
+from .._encoding import to_micros
+from ..base import UserSnapshot
+from ._schema import decode_session
+
+__all__ = ["Read", "due", "find", "get", "load_user"]
+
+logger = logging.getLogger("assistant_sessions")
+
+#: A read job: runs in the reader thread with the reader connection.
+Read = Callable[[sqlite3.Connection], Any]
+
+
+def _decoded(session_id: str, user_id: str, data: Any, reader: str) -> Session | None:
+    """The session of a row, or ``None`` (logging a warning) if it does not decode."""
+    try:
+        return decode_session(session_id, user_id, data)
+    except AdapterError as exc:
+        logger.warning("%s skips stored session %r: %s", reader, session_id, exc)
+        return None
+
+
+def load_user(user_id: str) -> Read:
+    """The read of one user's sessions and version.
+
+    Rows that do not decode are left out (and logged): the user's other sessions stay usable.
+    The damaged session keeps its row and its id; ``get`` of it raises.
+    """
+
+    def read(connection: sqlite3.Connection) -> UserSnapshot:
+        row = connection.execute("SELECT version FROM users WHERE user_id = ?", (user_id,))
+        found = row.fetchone()
+        rows = connection.execute(
+            "SELECT id, data FROM sessions WHERE user_id = ? ORDER BY rowid", (user_id,)
+        ).fetchall()
+        reader = f"loading user {user_id!r}"
+        sessions = [
+            session
+            for session_id, data in rows
+            if (session := _decoded(session_id, user_id, data, reader)) is not None
+        ]
+        return UserSnapshot(user_id, 0 if found is None else int(found[0]), tuple(sessions))
+
+    return read
+
+
+def get(session_id: str) -> Read:
+    """The read of one session by id (a row that does not decode raises ``AdapterError``)."""
+
+    def read(connection: sqlite3.Connection) -> Session | None:
+        row = connection.execute(
+            "SELECT user_id, data FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        return None if row is None else decode_session(session_id, row[0], row[1])
+
+    return read
+
+
+def find(query: SessionQuery) -> Read:
+    """The read of the sessions matching ``query``, most recently active first.
+
+    Rows that do not decode are skipped (and logged), and reading goes on past them until
+    ``limit`` sessions are found.
+    """
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    for column, value in (
+        ("user_id", query.user_id),
+        ("workspace_id", query.workspace_id),
+        ("state", None if query.state is None else query.state.value),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            parameters.append(value)
+    if query.surface_id is not None:
+        clauses.append("id IN (SELECT session_id FROM session_surfaces WHERE surface_id = ?)")
+        parameters.append(query.surface_id)
+    if query.active_after is not None:
+        clauses.append("last_activity_at > ?")
+        parameters.append(to_micros(query.active_after))
+    if query.after is not None:
+        # Keyset paging: the sessions that follow the cursor in the result order.
+        clauses.append("(last_activity_at, id) < (?, ?)")
+        parameters.extend((to_micros(query.after[0]), query.after[1]))
+    select = "SELECT id, user_id, data, last_activity_at FROM sessions"
+    order = "ORDER BY last_activity_at DESC, id DESC LIMIT ?"
+    first = f"{select} {'WHERE' if clauses else ''} {' AND '.join(clauses)} {order}"
+    # After skipping damaged rows: the rows past the last one read.
+    more = f"{select} WHERE {' AND '.join([*clauses, '(last_activity_at, id) < (?, ?)'])} {order}"
+    limit = query.limit
+
+    def read(connection: sqlite3.Connection) -> list[Session]:
+        return _read_past_damaged(connection, first, more, parameters, limit, "find")
+
+    return read
+
+
+def due(state: SessionState, before: datetime, limit: int) -> Read:
+    """The read of up to ``limit`` sessions of ``state`` with a state clock before ``before``.
+
+    Rows that do not decode are skipped (and logged), so one damaged session cannot stop
+    sweeps; reading goes on past them until ``limit`` sessions are found.
+    """
+    cutoff = to_micros(before)
+    first = (
+        "SELECT id, user_id, data, state_clock FROM sessions "
+        "WHERE state = ? AND state_clock < ? ORDER BY state_clock, id LIMIT ?"
+    )
+    after = (
+        "SELECT id, user_id, data, state_clock FROM sessions "
+        "WHERE state = ? AND state_clock < ? AND (state_clock, id) > (?, ?) "
+        "ORDER BY state_clock, id LIMIT ?"
+    )
+
+    def read(connection: sqlite3.Connection) -> list[Session]:
+        return _read_past_damaged(connection, first, after, (state.value, cutoff), limit, "a sweep")
+
+    return read
+
+
+def _read_past_damaged(
+    connection: sqlite3.Connection,
+    first: str,
+    more: str,
+    parameters: Sequence[Any],
+    limit: int,
+    reader: str,
+) -> list[Session]:
+    """Up to ``limit`` decoded sessions: ``first`` with ``parameters`` and a row limit, then,
+    as long as damaged rows were skipped, ``more`` for the rows past the last one read (its
+    parameters also take that row's sort key and id, before the row limit).
+    """
+    found: list[Session] = []
+    asked = limit
+    rows = connection.execute(first, (*parameters, asked)).fetchall()
+    while True:
+        for session_id, user_id, data, _ in rows:
+            session = _decoded(session_id, user_id, data, reader)
+            if session is not None:
+                found.append(session)
+        if len(found) >= limit or len(rows) < asked:
+            return found
+        asked = limit - len(found)
+        last = rows[-1]
+        rows = connection.execute(more, (*parameters, last[3], last[0], asked)).fetchall()
