@@ -1,5 +1,6 @@
-"""``python -m bench``: the load benchmark, run from the repository.
+"""``python -m bench``: the load benchmark, run from the repository root.
 
-The benchmark itself lives in :mod:`assistant_sessions.benchmark` so that the installed
-``assistant-sessions bench`` command runs the same code.
+A thin alias: the benchmark is the package :mod:`assistant_sessions_bench` (in
+``bench/assistant_sessions_bench``), installed with the library, which is what the installed
+``assistant-sessions bench`` command runs.
 """

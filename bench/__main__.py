@@ -2,7 +2,7 @@
 
 import sys
 
-from assistant_sessions.benchmark import main
+from assistant_sessions_bench import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

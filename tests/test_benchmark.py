@@ -2,7 +2,8 @@
 
 Nothing here asserts a speed: figures on a shared machine are not a test. What is tested is
 that every subject does the same work, that the report has its structure, and that a store
-which duplicates sessions fails the run.
+which duplicates sessions fails the run. And that the benchmark is a plugin of the library
+(``assistant_sessions_bench``), which the library never imports.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,11 +22,18 @@ import anyio
 import attrs
 import pytest
 
-from assistant_sessions import InMemorySessionStoreAdapter, Session, create_session_store
+import assistant_sessions
+import assistant_sessions.__main__ as cli
+from assistant_sessions import (
+    InMemorySessionStoreAdapter,
+    Session,
+    SessionState,
+    create_session_store,
+)
+from assistant_sessions.adapters import sqlite as sqlite_adapter
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
-from assistant_sessions.adapters.sqlite import _db as _sqlite_db
-from assistant_sessions.benchmark import _run, main
-from assistant_sessions.benchmark._adapters import (
+from assistant_sessions_bench import _run, main
+from assistant_sessions_bench._adapters import (
     AdapterContext,
     AdapterEntry,
     AdapterUnavailableError,
@@ -32,22 +42,22 @@ from assistant_sessions.benchmark._adapters import (
     load_adapter_factory,
     register_adapter,
 )
-from assistant_sessions.benchmark._ceiling import measure_write_ceiling
-from assistant_sessions.benchmark._check import check_exactly_once
-from assistant_sessions.benchmark._results import (
+from assistant_sessions_bench._ceiling import measure_write_ceiling
+from assistant_sessions_bench._check import check_exactly_once
+from assistant_sessions_bench._results import (
     PointResult,
     PointSpec,
     evaluate_targets,
     percentile,
 )
-from assistant_sessions.benchmark._run import (
+from assistant_sessions_bench._run import (
     SUBJECTS,
     Subject,
     measure_memory,
     measure_sweep,
     run_point,
 )
-from assistant_sessions.benchmark._workload import (
+from assistant_sessions_bench._workload import (
     ATTACH,
     DETACH,
     FIND,
@@ -56,7 +66,6 @@ from assistant_sessions.benchmark._workload import (
     UPDATE,
     build_workload,
 )
-from assistant_sessions.model import SessionState
 
 pytestmark = pytest.mark.anyio
 
@@ -390,13 +399,13 @@ def test_unknown_and_unavailable_adapters_are_clear_errors(
     assert main(["--adapter", "floppy"]) == 2
     assert "unknown adapter 'floppy'" in capsys.readouterr().err
 
-    from assistant_sessions.benchmark import _adapters
+    from assistant_sessions_bench import _adapters
 
     monkeypatch.setattr(_adapters, "_REGISTRY", dict(_adapters._REGISTRY))
     register_adapter(
         AdapterEntry(
             "tape",
-            "assistant_sessions.benchmark._adapters:memory_adapter",
+            "assistant_sessions_bench._adapters:memory_adapter",
             "a tape drive",
             requires=("no_such_tape_driver",),
             hint="install the tape extra",
@@ -485,13 +494,13 @@ def test_write_ceiling_times_every_commit_grouped_and_single(tmp_path: Path) -> 
 def test_write_ceiling_fails_when_writes_go_missing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    write = _sqlite_db.write_transaction
+    write = sqlite_adapter.write_transaction
 
     def skip_sessions(connection: Any, commits: list[Any]) -> list[Any]:
         # A "fast" write path: versions move on, but the sessions themselves are not written.
         return write(connection, [(user, version, (), ()) for user, version, _, _ in commits])
 
-    monkeypatch.setattr(_sqlite_db, "write_transaction", skip_sessions)
+    monkeypatch.setattr(sqlite_adapter, "write_transaction", skip_sessions)
     with pytest.raises(BenchmarkError, match="not stored as written"):
         measure_write_ceiling(tmp_path, users=40, operations=300, concurrency=8, rounds=1)
 
@@ -504,3 +513,57 @@ def test_write_ceiling_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert median.endswith("x")
     assert main(["--write-ceiling"]) == 2
     assert "-a sqlite" in capsys.readouterr().err
+
+
+# -- the benchmark is a plugin the library never imports ----------------------------------------
+
+_SRC = Path(assistant_sessions.__file__).parent
+
+
+def test_the_library_never_imports_the_benchmark() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "import assistant_sessions, assistant_sessions.adapters, assistant_sessions.testing\n"
+        "import assistant_sessions.__main__ as cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert cli.main(['--help']) == 0\n"
+        "assert 'bench' in out.getvalue()\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('assistant_sessions_bench'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_no_library_source_names_the_benchmark_package() -> None:
+    # Only the packaging metadata (pyproject.toml, outside src/) names it: the entry point.
+    naming = [
+        str(path.relative_to(_SRC))
+        for path in sorted(_SRC.rglob("*"))
+        if path.is_file()
+        and path.suffix in {".py", ".pyi", ".txt", ".md", ".toml", ".cfg", ".json"}
+        and "assistant_sessions_bench" in path.read_text(encoding="utf-8")
+    ]
+    assert naming == []
+
+
+def test_the_command_lists_and_runs_bench_through_its_entry_point(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["--help"]) == 0
+    assert "{demo,bench,inspect}" in capsys.readouterr().out
+    assert cli.main(["bench", "--list-adapters"]) == 0
+    assert "sqlite-single" in capsys.readouterr().out
+
+
+def test_a_missing_plugin_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "entry_points", lambda group: ())
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'bench' command is not installed" in err
+    assert "assistant_sessions.commands" in err
+    assert cli.main(["--help"]) == 0
+    assert "{demo,inspect}" in capsys.readouterr().out

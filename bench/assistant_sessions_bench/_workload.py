@@ -30,8 +30,8 @@ from typing import Any, Final, final
 
 import attrs
 
-from ..adapters.base import UserCommit
-from ..model import Session, SessionState
+from assistant_sessions import Session, SessionState
+from assistant_sessions.adapters.base import UserCommit
 
 __all__ = [
     "ATTACH",

@@ -25,10 +25,14 @@ from typing import Any, Final, final
 import anyio
 import attrs
 
-from .. import create_session_store
-from ..adapters.base import SessionStoreAdapter, UserCommit
-from ..adapters.memory import InMemorySessionStoreAdapter
-from ..model import Session, SessionState
+from assistant_sessions import (
+    InMemorySessionStoreAdapter,
+    Session,
+    SessionState,
+    create_session_store,
+)
+from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
+
 from ._adapters import BenchmarkError
 from ._baselines import FloorStore, LockStore
 from ._check import check_exactly_once

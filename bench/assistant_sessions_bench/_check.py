@@ -13,8 +13,8 @@ from typing import Final, final
 
 import attrs
 
-from ..adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
-from ..model import SessionState
+from assistant_sessions import SessionState
+from assistant_sessions.adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
 
 __all__ = ["ExactlyOnce", "check_exactly_once"]
 

@@ -20,8 +20,8 @@ from typing import cast, final
 
 import attrs
 
-from ..adapters.base import SessionStoreAdapter
-from ..adapters.memory import InMemorySessionStoreAdapter
+from assistant_sessions import InMemorySessionStoreAdapter
+from assistant_sessions.adapters.base import SessionStoreAdapter
 
 __all__ = [
     "AdapterContext",

@@ -18,7 +18,8 @@ from typing import Any, Final
 import anyio
 import attrs
 
-from ..adapters.base import SessionStoreAdapter
+from assistant_sessions.adapters.base import SessionStoreAdapter
+
 from . import _run
 from ._adapters import (
     AdapterContext,

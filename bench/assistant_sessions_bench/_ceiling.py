@@ -3,10 +3,10 @@
 The store's comparison (``-a sqlite`` against ``-a sqlite-single``) measures everything: the
 store, the event loop, the adapter's threads and the disk. This measures only what group commit
 changes: the SQLite adapter's own write transaction
-(:func:`~assistant_sessions.adapters.sqlite._db.write_transaction`), on database files opened as
-the adapter opens them, applied in a plain loop, with no event loop and no thread, to exactly the
-commits that the store's bookkeeping makes for the workload's resolves (computed and encoded
-beforehand, outside the timing):
+(:func:`~assistant_sessions.adapters.sqlite.write_transaction`, which the adapter exports for
+this), on database files opened as the adapter opens them, applied in a plain loop, with no event
+loop and no thread, to exactly the commits that the store's bookkeeping makes for the workload's
+resolves (computed and encoded beforehand, outside the timing):
 
 * **grouped**: ``concurrency`` commits per transaction. With C clients at most C calls are in
   flight, so no group commit can put more commits into one transaction;
@@ -33,12 +33,12 @@ from typing import Final, final
 
 import attrs
 
-from .._core import Resolve, Transaction, UserState
-from ..adapters.base import UserCommit
-from ..adapters.memory import InMemorySessionStoreAdapter
-from ..adapters.sqlite import _db as db
-from ..adapters.sqlite._schema import encode_session
-from ..model import Session
+from assistant_sessions import InMemorySessionStoreAdapter, Session
+from assistant_sessions._core import Resolve, Transaction, UserState
+from assistant_sessions.adapters import sqlite as db
+from assistant_sessions.adapters.base import UserCommit
+from assistant_sessions.adapters.sqlite import encode_session
+
 from ._adapters import BenchmarkError
 from ._workload import RESOLVE, build_workload
 

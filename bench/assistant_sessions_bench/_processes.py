@@ -5,8 +5,9 @@ one SQLite file -- as the workers of a deployment do. All workers start at once 
 resolve random users from one shared set, so they race on the same new users; afterwards the
 exactly-once check runs across all of them: every user must have exactly one live session, and
 every worker must have been given that one. The same run with ``batched=False`` is the
-per-operation baseline: one commit per operation (``max_batch=1``), and one round trip per
-commit: for Redis one script call per pipeline, for SQLite one transaction per commit.
+per-operation baseline: one commit per operation (``max_batch=1``), on an adapter made with
+``group_commit=False``, so one round trip per commit: for Redis one script call per round trip,
+for SQLite one transaction per commit.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any, Final
 import anyio
 import attrs
 
-from .. import create_session_store
-from ..adapters.base import SessionStoreAdapter
+from assistant_sessions import SqliteSessionStoreAdapter, create_session_store
+from assistant_sessions.adapters.base import SessionStoreAdapter
+
 from ._adapters import BenchmarkError
 
 __all__ = ["ProcessesResult", "run_processes"]
@@ -63,11 +65,12 @@ def _make_adapter(
     adapter: str, url: str | None, path: Path, prefix: str, batched: bool = True
 ) -> SessionStoreAdapter:
     if adapter == "redis":
-        from ..adapters.redis import RedisSessionStoreAdapter
+        # Imported here: the Redis adapter needs the optional coredis (the ``redis`` extra).
+        from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
 
-        return RedisSessionStoreAdapter(url or "redis://127.0.0.1:6379/0", key_prefix=prefix)
-    from ..adapters.sqlite import SqliteSessionStoreAdapter
-
+        return RedisSessionStoreAdapter(
+            url or "redis://127.0.0.1:6379/0", key_prefix=prefix, group_commit=batched
+        )
     return SqliteSessionStoreAdapter(path, group_commit=batched)
 
 
@@ -85,11 +88,6 @@ def _worker(
     seed: int,
     batched: bool,
 ) -> None:
-    if not batched and adapter == "redis":
-        from ..adapters.redis import _group as _redis_group
-
-        _redis_group.MAX_CALLS = 1  # type: ignore[misc]  # one script call per round trip
-
     async def main() -> tuple[int, float, dict[str, list[str]]]:
         seen: defaultdict[str, set[str]] = defaultdict(set)
         store = create_session_store(

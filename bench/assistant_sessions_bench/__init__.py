@@ -1,4 +1,11 @@
-"""The load benchmark: ``assistant-sessions bench`` (and ``python -m bench`` in the repository).
+"""The load benchmark of assistant-sessions: ``assistant-sessions bench``.
+
+It is a package of its own, ``assistant_sessions_bench`` (``bench/assistant_sessions_bench`` in
+the repository), shipped in the same wheel as the library, which never imports it: the
+``assistant-sessions`` command finds ``bench`` through its ``assistant_sessions.commands`` entry
+point, :func:`main`. In a checkout, ``python -m bench`` runs the same. The benchmark reaches the
+library only through names made for it: the public ``assistant_sessions`` names, the adapter
+packages, ``assistant_sessions.testing`` and the core, :mod:`assistant_sessions._core`.
 
 It measures the session store against two baselines run in the same process, interleaved, on
 the same seeded workload: the *floor* (the store's bookkeeping called directly, no concurrency
@@ -15,6 +22,8 @@ Run ``assistant-sessions bench --help`` for the options. The modules:
 * ``_check``: the exactly-once check;
 * ``_results``: result types, medians, ratios, targets, JSON;
 * ``_adapters``: the registry of adapter factories (``--adapter``);
+* ``_processes``: several worker processes on shared storage (``--processes``);
+* ``_ceiling``: the SQLite write ceiling (``--write-ceiling``);
 * ``_report`` and ``_cli``: tables, charts and the command line.
 """
 

@@ -1,10 +1,11 @@
 """The baselines the store is measured against, in the same process and on the same work.
 
-Both run the library's own bookkeeping (the operations of :mod:`assistant_sessions._turns`
-applied through a :class:`~assistant_sessions._turns.Transaction` to a cached
-:class:`~assistant_sessions._turns.UserState`, committed to an adapter) and build each operation
-exactly as the store's facade does (the same input checks and metadata freezing). They differ
-from the store only in how calls are kept apart:
+Both run the library's own bookkeeping (the operations of :mod:`assistant_sessions._core`
+applied through a :class:`~assistant_sessions._core.Transaction` to a cached
+:class:`~assistant_sessions._core.UserState`, committed to an adapter) and build each operation
+as the store's facade does, with the same input checks and metadata freezing (re-exported by
+the core for this), so that a baseline does the work the store does. They differ from the
+store only in how calls are kept apart:
 
 * :class:`FloorStore`, the **floor**: no concurrency machinery at all. Plain synchronous
   methods over an in-memory adapter's ``*_nowait`` methods, called by one task. Nothing can be
@@ -21,8 +22,16 @@ from typing import Any, Final, Self, final
 
 import anyio
 
-from .._clock import Clock, utc_now
-from .._core import (
+from assistant_sessions import (
+    AdapterError,
+    Clock,
+    InMemorySessionStoreAdapter,
+    Session,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionQuery,
+)
+from assistant_sessions._core import (
     AttachSurface,
     DetachSurface,
     Op,
@@ -30,12 +39,12 @@ from .._core import (
     Transaction,
     UpdateMetadata,
     UserState,
+    check_id,
+    check_optional_id,
+    freeze_metadata,
+    utc_now,
 )
-from .._validate import check_id, check_optional_id, freeze_metadata
-from ..adapters.base import Rejection, SessionStoreAdapter, SynchronousAdapter
-from ..adapters.memory import InMemorySessionStoreAdapter
-from ..errors import AdapterError, SessionConflictError, SessionNotFoundError
-from ..model import Session, SessionQuery
+from assistant_sessions.adapters.base import Rejection, SessionStoreAdapter, SynchronousAdapter
 
 __all__ = ["FloorStore", "LockStore"]
 
@@ -44,6 +53,9 @@ _MAX_RETRIES: Final = 16
 
 #: An operation on one surface of a session: ``AttachSurface`` or ``DetachSurface``.
 _SurfaceOp = type[AttachSurface] | type[DetachSurface]
+
+
+# -- the baselines ---------------------------------------------------------------------------
 
 
 def _resolve_op(user_id: str, surface_id: str | None, workspace_id: str | None) -> Resolve:
