@@ -5,7 +5,6 @@ bounded mailbox's backpressure, the in-memory fast path, and conflict handling.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +17,7 @@ from assistant_sessions import (
     SessionNotFoundError,
     create_session_store,
 )
-from assistant_sessions._runtime.actor import MAX_CONFLICT_RETRIES
+from assistant_sessions._runtime.actor import MAX_CONFLICT_RETRIES, UserActor
 from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.testing import FakeClock
 
@@ -91,36 +90,46 @@ async def test_a_full_mailbox_makes_callers_wait_not_fail(clock: FakeClock) -> N
 
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                for i in range(100):
-                    tg.start_soon(call, i)
+                # The first call's commit hangs: the actor is busy with it...
+                tg.start_soon(call, 0)
                 await gate.wait_for(1)
+                # ...so of the next 100 calls, two fit in the mailbox, the rest wait for room.
+                for i in range(1, 101):
+                    tg.start_soon(call, i)
                 await anyio.wait_all_tasks_blocked()
-                actor = store._supervisor.actors["u"]
+                actor = store._registry.actors["u"]
                 assert actor._send is not None
                 mailbox = actor._send.statistics()
-                # Two requests fit in the mailbox; the other callers wait for room.
                 assert mailbox.current_buffer_used == 2
-                assert mailbox.tasks_waiting_send == 97
+                assert mailbox.tasks_waiting_send == 98
                 stats = store.statistics()
-                assert (stats.in_flight, stats.mailbox_depth_max) == (100, 99)
+                assert (stats.in_flight, stats.mailbox_depth_max) == (101, 100)
                 adapter.unblock("commit")
-        assert len(results) == 100
+        assert len(results) == 101
         stored = await store.get(session.id)
         assert stored is not None
-        assert dict(stored.metadata) == {f"k{i}": i for i in range(100)}
+        assert dict(stored.metadata) == {f"k{i}": i for i in range(101)}
         assert store.statistics().operations["update_metadata"].errors == 0
 
 
-async def test_the_in_memory_fast_path_starts_no_actor_tasks(clock: FakeClock) -> None:
+def _count_drains(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the user of every actor task (drain) started from now on."""
+    drained: list[str] = []
+    drain = UserActor.drain
+
+    async def counting_drain(actor: UserActor) -> None:
+        drained.append(actor.user_id)
+        await drain(actor)
+
+    monkeypatch.setattr(UserActor, "drain", counting_drain)
+    return drained
+
+
+async def test_the_in_memory_fast_path_starts_no_actor_tasks(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with create_session_store(clock=clock) as store:
-        spawned: list[str] = []
-        spawn = store._supervisor.spawn
-
-        def counting_spawn(actor: Any) -> None:
-            spawned.append(actor.user_id)
-            spawn(actor)
-
-        store._supervisor.spawn = counting_spawn  # type: ignore[method-assign]
+        spawned = _count_drains(monkeypatch)
         await gather(300, lambda i: store.resolve(user_id=f"u{i % 5}", surface_id=f"s{i}"))
         session = await store.resolve(user_id="u0")
         await gather(100, lambda i: store.update_metadata(session.id, {f"k{i}": i}))
@@ -128,17 +137,12 @@ async def test_the_in_memory_fast_path_starts_no_actor_tasks(clock: FakeClock) -
         assert store.statistics().busy_actors == 0
 
 
-async def test_the_slow_path_drains_with_one_task_per_busy_user(clock: FakeClock) -> None:
+async def test_the_slow_path_drains_with_one_task_per_busy_user(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     adapter = SlowAdapter()
     async with create_session_store(adapter, clock=clock) as store:
-        spawned: list[str] = []
-        spawn = store._supervisor.spawn
-
-        def counting_spawn(actor: Any) -> None:
-            spawned.append(actor.user_id)
-            spawn(actor)
-
-        store._supervisor.spawn = counting_spawn  # type: ignore[method-assign]
+        spawned = _count_drains(monkeypatch)
         gate = adapter.block("commit")
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:

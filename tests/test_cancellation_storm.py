@@ -162,7 +162,7 @@ class Storm:
         some sweep has suspended something.
         """
         rng = self.rng
-        supervisor = self.store._supervisor
+        registry = self.store._registry
         rounds_after = 0
         while self.running or (not self.ledger.suspended_by_sweeps and rounds_after < 20):
             rounds_after += not self.running
@@ -180,7 +180,7 @@ class Storm:
                     # Invariant 3: never a session active after the sweep's cutoff.
                     if not session.last_activity_at < cutoff:
                         self.ledger.sweep_violations.append((session, cutoff))
-            supervisor.retire_idle()
+            registry.retire_idle()
 
 
 async def _cancel_after(scope: anyio.CancelScope, checkpoints: int) -> None:
@@ -239,7 +239,7 @@ async def test_cancellation_storm_keeps_every_invariant(
                 assert metadata.get("x") == metadata.get("y")
                 seen_updates |= a_keys
             # The actor's cached view is storage.
-            actor = store._supervisor.actors.get(user_id)
+            actor = store._registry.actors.get(user_id)
             if actor is not None and actor.state is not None:
                 assert actor.state.version == snapshot.version
                 assert actor.state.sessions == {s.id: s for s in snapshot.sessions}

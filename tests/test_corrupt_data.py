@@ -243,7 +243,7 @@ async def test_the_periodic_sweep_goes_on_past_a_corrupt_row(
     async with _store(path, clock) as store:
         clock.advance(3600)
         with caplog.at_level(logging.WARNING, logger="assistant_sessions"):
-            suspended, _, _ = await store._supervisor.sweep_once()
+            suspended, _, _ = await store._runtime.sweeper.sweep_once()
         assert {s.id for s in suspended} == {"good"} | {s.id for s in others}
         for session_id in ["good", *(s.id for s in others)]:
             stored = await store.get(session_id)

@@ -208,7 +208,7 @@ async def test_faults_lose_no_acknowledged_write_and_add_no_phantom(
                 ]
                 assert len(live) <= 1, (user_id, workspace_id, live)
             # The actor's cached view never diverged from storage.
-            actor = store._supervisor.actors.get(user_id)
+            actor = store._registry.actors.get(user_id)
             if actor is not None and actor.state is not None:
                 assert actor.state.version == snapshot.version, user_id
                 assert actor.state.sessions == {s.id: s for s in snapshot.sessions}, user_id

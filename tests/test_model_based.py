@@ -643,7 +643,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def supervisor_sweep(self) -> None:
-        suspended, expired, purged = self.portal.call(self.s._supervisor.sweep_once)
+        suspended, expired, purged = self.portal.call(self.s._runtime.sweeper.sweep_once)
         now = self.now()
         want_suspended = _snapshots(self.model.sweep_stale(now, self.config["default_ttl"]))
         want_expired: list[Session] = []
@@ -659,7 +659,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def retire_idle(self) -> None:
         # Changes nothing visible: retired actors reload their user on the next call.
-        retired = self.portal.call(self.s._supervisor.retire_idle)
+        retired = self.portal.call(self.s._registry.retire_idle)
         assert retired >= 0
 
     @rule()
@@ -705,7 +705,7 @@ class StoreMachine(RuleBasedStateMachine):
         # A cached view at the stored version is the stored truth. (One behind it is merely
         # stale -- the other store wrote since -- and the version check will catch it.)
         for each in self.stores:
-            for user_id, actor in list(each._supervisor.actors.items()):
+            for user_id, actor in list(each._registry.actors.items()):
                 state = actor.state
                 if state is None or user_id not in versions:
                     continue

@@ -98,10 +98,10 @@ class Monitor:
         self.max_depth = 0
 
     async def run(self) -> None:
-        supervisor = self.store._supervisor
+        registry = self.store._registry
         while True:
             await anyio.lowlevel.checkpoint()
-            actor = supervisor.actors.get(self.user_id)
+            actor = registry.actors.get(self.user_id)
             send = None if actor is None else actor._send
             if send is None:
                 continue
@@ -146,10 +146,10 @@ async def test_1e5_callers_on_one_user_all_complete_in_bounded_memory(
         elapsed = time.perf_counter() - started
         peak_bytes = tracemalloc.get_traced_memory()[1]
         # Passivate the actor (as the supervisor does after idle_after): its mailbox goes too.
-        supervisor = store._supervisor
-        supervisor.retire_idle()
-        supervisor.retire_idle()
-        assert "u" not in supervisor.actors
+        registry = store._registry
+        registry.retire_idle()
+        registry.retire_idle()
+        assert "u" not in registry.actors
         gc.collect()  # the paused collector's garbage is not the store's
         left_outside = _allocated_outside_event_loop() - start_outside
         print(

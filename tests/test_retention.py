@@ -36,20 +36,20 @@ async def test_expire_after_and_purge_after() -> None:
     async with create_session_store(
         clock=clock, default_ttl=60, expire_after=600, purge_after=3600
     ) as store:
-        supervisor = store._supervisor
+        sweeper = store._runtime.sweeper
         session = await store.resolve(user_id="u")
         await store.touch(session.id)
         clock.advance(61)
-        suspended, expired, purged = await supervisor.sweep_once()
+        suspended, expired, purged = await sweeper.sweep_once()
         assert [s.id for s in suspended] == [session.id]
         assert (expired, purged) == ([], [])
         clock.advance(599)  # suspended for 599 s: not yet
-        assert (await supervisor.sweep_once())[1] == []
+        assert (await sweeper.sweep_once())[1] == []
         clock.advance(2)
-        _, expired, _ = await supervisor.sweep_once()
+        _, expired, _ = await sweeper.sweep_once()
         assert [(s.id, s.state) for s in expired] == [(session.id, SessionState.EXPIRED)]
         clock.advance(3601)
-        *_, purged = await supervisor.sweep_once()
+        *_, purged = await sweeper.sweep_once()
         assert [s.id for s in purged] == [session.id]
         assert await store.get(session.id) is None
         assert await store.find(user_id="u") == []
@@ -73,7 +73,7 @@ async def test_purge_spares_recently_expired_and_live(clock: FakeClock) -> None:
         await store.expire(late.id)
         live = await store.create(user_id="u")
         clock.advance(60)
-        *_, purged = await store._supervisor.sweep_once()
+        *_, purged = await store._runtime.sweeper.sweep_once()
         assert [s.id for s in purged] == [early.id]
         assert {s.id for s in await store.find(user_id="u")} == {late.id, live.id}
 

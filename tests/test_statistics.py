@@ -80,13 +80,15 @@ async def test_mailbox_depths_while_queued() -> None:
     adapter = GatedAdapter()
     async with create_session_store(adapter, mailbox_size=8) as store:
         async with anyio.create_task_group() as tg:
-            for _ in range(20):
-                tg.start_soon(partial(store.resolve, user_id="hot"))
+            tg.start_soon(partial(store.resolve, user_id="hot"))
             tg.start_soon(partial(store.resolve, user_id="cold"))
             await anyio.wait_all_tasks_blocked()
+            for _ in range(19):
+                tg.start_soon(partial(store.resolve, user_id="hot"))
+            await anyio.wait_all_tasks_blocked()
             stats = store.statistics()
-            # One caller per user holds the actor (its commit is at the gate); the other 19
-            # of "hot" wait: 8 in the mailbox, 11 for room in it.
+            # One call per user is being committed (at the gate); the other 19 of "hot"
+            # wait: 8 in the mailbox, 11 for room in it.
             assert stats.in_flight == 21
             assert stats.busy_actors == 2
             assert stats.mailbox_depth_max == 19

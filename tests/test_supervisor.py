@@ -51,7 +51,7 @@ async def test_sweep_once_suspends_stale_sessions_only(clock: FakeClock) -> None
         clock.advance(300)
         recent = await store.resolve(user_id="u0", workspace_id="w")
         clock.advance(301)
-        suspended, expired, purged = await store._supervisor.sweep_once()
+        suspended, expired, purged = await store._runtime.sweeper.sweep_once()
         assert sorted(s.id for s in suspended) == sorted(s.id for s in old)
         assert all(s.state is SessionState.SUSPENDED for s in suspended)
         assert (expired, purged) == ([], [])
@@ -65,7 +65,7 @@ async def test_sweep_once_suspends_stale_sessions_only(clock: FakeClock) -> None
         assert store.statistics().sweeps == 1
         assert store.statistics().sessions_suspended == 5
         # A second round finds nothing more to do.
-        assert await store._supervisor.sweep_once() == ([], [], [])
+        assert await store._runtime.sweeper.sweep_once() == ([], [], [])
 
 
 async def test_sweep_once_expires_sessions_suspended_longer_than_expire_after(
@@ -76,14 +76,14 @@ async def test_sweep_once_expires_sessions_suspended_longer_than_expire_after(
     ) as store:
         early = await store.resolve(user_id="a")
         clock.advance(601)
-        assert [s.id for s in (await store._supervisor.sweep_once())[0]] == [early.id]
+        assert [s.id for s in (await store._runtime.sweeper.sweep_once())[0]] == [early.id]
         late = await store.resolve(user_id="b")
         clock.advance(601)
-        suspended, expired, _ = await store._supervisor.sweep_once()
+        suspended, expired, _ = await store._runtime.sweeper.sweep_once()
         assert [s.id for s in suspended] == [late.id]
         assert expired == []  # suspended only 601 s ago
         clock.advance(3000)  # the first was suspended 3601 s ago, the second 3000 s ago
-        suspended, expired, _ = await store._supervisor.sweep_once()
+        suspended, expired, _ = await store._runtime.sweeper.sweep_once()
         assert suspended == []
         assert [s.id for s in expired] == [early.id]
         assert expired[0].state is SessionState.EXPIRED
@@ -99,10 +99,10 @@ async def test_sweep_once_spares_a_suspended_session_touched_since(clock: FakeCl
     async with create_session_store(clock=clock, default_ttl=60, expire_after=60) as store:
         session = await store.resolve(user_id="a")
         clock.advance(61)
-        await store._supervisor.sweep_once()
+        await store._runtime.sweeper.sweep_once()
         await store.touch(session.id)  # active again
         clock.advance(61)
-        suspended, expired, _ = await store._supervisor.sweep_once()
+        suspended, expired, _ = await store._runtime.sweeper.sweep_once()
         assert [s.id for s in suspended] == [session.id]
         assert expired == []
 
@@ -168,15 +168,15 @@ async def test_retire_idle_retires_actors_unused_since_the_previous_call(
 ) -> None:
     adapter = SlowAdapter()
     async with create_session_store(adapter, clock=clock) as store:
-        supervisor = store._supervisor
+        registry = store._registry
         a = await store.resolve(user_id="a", surface_id="web")
         b = await store.update_metadata((await store.resolve(user_id="b")).id, {"keep": [1, 2]})
         assert store.statistics().live_actors == 2
-        assert supervisor.retire_idle() == 0  # both were used since the (implicit) last call
+        assert registry.retire_idle() == 0  # both were used since the (implicit) last call
         await store.touch(a.id)
-        assert supervisor.retire_idle() == 1  # b was not
+        assert registry.retire_idle() == 1  # b was not
         assert store.statistics().live_actors == 1
-        assert set(supervisor.actors) == {"a"}
+        assert set(registry.actors) == {"a"}
         loads = adapter.calls["load"]
         # b comes back transparently, reloaded from the adapter, with nothing lost.
         again = await store.resolve(user_id="b")
@@ -184,8 +184,8 @@ async def test_retire_idle_retires_actors_unused_since_the_previous_call(
         assert again.id == b.id
         assert again.metadata == {"keep": (1, 2)}
         assert store.statistics().live_actors == 2
-        assert supervisor.retire_idle() == 1  # a, unused since the previous call
-        assert supervisor.retire_idle() == 1  # b
+        assert registry.retire_idle() == 1  # a, unused since the previous call
+        assert registry.retire_idle() == 1  # b
         assert store.statistics().live_actors == 0
         await _assert_consistent(store, adapter, "a")
         await _assert_consistent(store, adapter, "b")
@@ -195,11 +195,11 @@ async def test_live_actors_track_live_users(clock: FakeClock) -> None:
     async with create_session_store(clock=clock) as store:
         await gather(100, lambda i: store.resolve(user_id=f"u{i}"))
         assert store.statistics().live_actors == 100
-        store._supervisor.retire_idle()
+        store._registry.retire_idle()
         await gather(10, lambda i: store.resolve(user_id=f"u{i}"))
-        assert store._supervisor.retire_idle() == 90
+        assert store._registry.retire_idle() == 90
         assert store.statistics().live_actors == 10
-        assert store._supervisor.retire_idle() == 10
+        assert store._registry.retire_idle() == 10
         assert store.statistics().live_actors == 0
         assert len(await store.find(limit=1000)) == 100
 
@@ -215,8 +215,8 @@ async def test_a_busy_actor_is_not_retired(clock: FakeClock) -> None:
                 tg.start_soon(store.update_metadata, session.id, {"y": 2})
                 await gate.wait_for(1)
                 await anyio.wait_all_tasks_blocked()
-                assert store._supervisor.retire_idle() == 0
-                assert store._supervisor.retire_idle() == 0
+                assert store._registry.retire_idle() == 0
+                assert store._registry.retire_idle() == 0
                 assert store.statistics().busy_actors == 1
                 adapter.unblock("commit")
         stored = await store.get(session.id)
@@ -267,8 +267,8 @@ async def test_a_crashing_load_fails_the_call_and_the_actor_restarts(
 ) -> None:
     async with create_session_store(faulty, clock=clock) as store:
         session = await store.resolve(user_id="a")
-        store._supervisor.retire_idle()
-        store._supervisor.retire_idle()
+        store._registry.retire_idle()
+        store._registry.retire_idle()
         faulty.fail("load", RuntimeError("bad row"), times=1000)
         with pytest.raises(ActorFailedError) as info:
             await store.touch(session.id)
@@ -342,9 +342,9 @@ async def test_past_the_restart_intensity_calls_fail_until_the_window_passes(
         assert (await store.touch(other.id)).id == other.id
         assert (await store.resolve(user_id="c")).user_id == "c"
         # A broken actor is not retired (it would forget it is broken).
-        store._supervisor.retire_idle()
-        store._supervisor.retire_idle()
-        assert "a" in store._supervisor.actors
+        store._registry.retire_idle()
+        store._registry.retire_idle()
+        assert "a" in store._registry.actors
         await anyio.sleep(window * 1.2)
         after = await store.update_metadata(session.id, {"back": True})
         assert after.metadata == {"back": True}
@@ -409,8 +409,8 @@ async def test_an_adapter_error_on_load_reaches_the_caller(
 ) -> None:
     async with create_session_store(faulty, clock=clock) as store:
         session = await store.resolve(user_id="a")
-        store._supervisor.retire_idle()
-        store._supervisor.retire_idle()
+        store._registry.retire_idle()
+        store._registry.retire_idle()
         faulty.fail("load", AdapterError("unreachable"), times=1000)
         with pytest.raises(AdapterError):
             await store.touch(session.id)
@@ -456,14 +456,14 @@ async def test_a_broken_user_does_not_hold_up_the_sweep_of_others(clock: FakeClo
     async with create_session_store(
         adapter, clock=clock, default_ttl=60, expire_after=1000, max_restarts=0, restart_window=60
     ) as store:
-        supervisor = store._supervisor
+        sweeper = store._runtime.sweeper
         # "a" has the oldest candidates of both phases: the sweep meets it first.
         a_suspended = await store.resolve(user_id="a", workspace_id="x")
         clock.advance(61)
-        await supervisor.sweep_once()
+        await sweeper.sweep_once()
         c_suspended = await store.resolve(user_id="c")
         clock.advance(61)
-        await supervisor.sweep_once()
+        await sweeper.sweep_once()
         clock.advance(1)
         a_active = await store.resolve(user_id="a", workspace_id="y")
         clock.advance(1)
@@ -473,7 +473,7 @@ async def test_a_broken_user_does_not_hold_up_the_sweep_of_others(clock: FakeClo
         with pytest.raises(ActorFailedError):
             await store.touch(a_active.id)  # "a" is now past its restart intensity
         with pytest.raises(ActorFailedError):
-            await supervisor.sweep_once()
+            await sweeper.sweep_once()
         # Everyone else was swept, and expiry ran too.
         states = {
             s.id: s.state

@@ -5,9 +5,11 @@ Start with :func:`create_session_store` and :meth:`SessionStore.resolve`.
 
 from ._affinity import AffinityResolver, SessionSelector, default_affinity_resolver, resolve_session
 from ._clock import Clock
+from ._factory import create_session_store
 from ._host import SessionLookup, SurfacedSession
+from ._pages import SessionPages
 from ._runtime.events import EventKind, SessionEvent, Subscription
-from ._store import SessionPages, SessionStore, create_session_store
+from ._store import SessionStore
 from .adapters.base import SessionStoreAdapter
 from .adapters.memory import InMemorySessionStoreAdapter
 from .adapters.sqlite import SqliteSessionStoreAdapter

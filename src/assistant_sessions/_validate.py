@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from .errors import InvalidInputError, InvalidTypeError
-from .model import EMPTY_METADATA, SessionState
+from .model import EMPTY_METADATA, SessionQuery, SessionState
 
 #: Longest id (user, workspace, session, surface) the store accepts.
 MAX_ID_LENGTH: Final = 512
@@ -157,3 +157,22 @@ def thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [thaw(item) for item in value]
     return value
+
+
+def check_query(
+    user_id: object,
+    workspace_id: object,
+    state: object,
+    surface_id: object,
+    active_after: object,
+    limit: object,
+) -> SessionQuery:
+    """A :class:`SessionQuery` of checked filters (``find``'s arguments)."""
+    return SessionQuery(
+        user_id=check_optional_id(user_id, "user_id"),
+        workspace_id=check_optional_id(workspace_id, "workspace_id"),
+        state=None if state is None else check_state(state),
+        surface_id=check_optional_id(surface_id, "surface_id"),
+        active_after=None if active_after is None else check_aware(active_after, "active_after"),
+        limit=check_limit(limit),
+    )

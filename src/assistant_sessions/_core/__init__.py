@@ -1,9 +1,13 @@
 """The core: what an operation does to one user's sessions, with no concurrency and no I/O.
 
 Its names are the ones the runtime and the benchmark's baselines use (the benchmark reaches
-the core through this package only); imports run one way: runtime -> core -> model.
+the library's internals through this package only, so it also re-exports the input checks and
+the clock that the facade applies before an operation is built); imports run one way:
+runtime -> core -> model.
 """
 
+from .._clock import utc_now
+from .._validate import check_id, check_optional_id, freeze_metadata
 from .ops import (
     AttachSurface,
     Create,
@@ -41,6 +45,10 @@ __all__ = [
     "Transaction",
     "UpdateMetadata",
     "UserState",
+    "check_id",
+    "check_optional_id",
+    "freeze_metadata",
     "new_session_id",
     "select_default",
+    "utc_now",
 ]

@@ -1,1 +1,10 @@
-"""The runtime: when operations run (actors, supervisor, sweeps) and what they publish."""
+"""The runtime: when operations run.
+
+``storage`` (the one boundary to an adapter), ``actor`` (turns of one user), ``registry``
+(live actors, their tasks, restarts through ``restarts``), ``sweeps``, ``supervisor`` (the
+periodic loop), ``events`` and ``metrics``. :class:`Runtime` puts them together for a store.
+"""
+
+from .runtime import Runtime
+
+__all__ = ["Runtime"]

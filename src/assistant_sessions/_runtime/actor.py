@@ -1,101 +1,93 @@
 """UserActor: the single owner of one user's sessions.
 
 An actor is a *virtual actor*: an object that exists while its user is live, holding the
-user's sessions as loaded from the adapter, and a task only while it has queued work. Its turns
-never overlap: exactly one *executor* holds the actor at a time (``busy``), and only the
-executor applies operations.
+user's sessions as loaded from storage, and a task only while it has queued work. Its turns
+never overlap: exactly one *executor* holds the actor at a time (``busy``).
 
-How a call runs:
+How a call runs (the storage port decides which; see :mod:`._runtime.storage`):
 
-* **Idle actor, nothing queued**: the caller's own task is the executor. With a
-  :class:`~assistant_sessions.adapters.SynchronousAdapter` (the in-memory one) the whole turn
-  runs without an await, so it needs neither a task switch nor a reply; that is where the
-  in-memory speed comes from (DESIGN.md section 5).
-* **Busy actor**: the call is a request in the actor's mailbox, a bounded memory object stream
-  (a full mailbox blocks the caller: backpressure), and the caller waits for its reply. The
-  executor, on finishing, hands the mailbox to a *drain task* started in the store's task group,
-  which applies queued requests in batches: each batch is one transaction and one adapter
-  commit (group commit), and ends when the mailbox is empty. So live tasks follow users with
-  work in flight, not users ever seen.
+* **Inline storage, idle actor**: the caller's own task is the executor and the whole turn runs
+  without an await: no task switch and no reply (the in-memory fast path).
+* **Otherwise**: the call is a :class:`Request` in the actor's mailbox, a bounded memory object
+  stream (a full mailbox makes the caller wait: backpressure), and the caller waits for its
+  reply. The actor's *drain task*, started in the store's task group when work arrives, applies
+  queued requests in batches: each batch is one transaction and one commit (group commit), and
+  the task ends when the mailbox is empty. So live tasks follow users with work in flight.
 
-A commit the adapter rejects for a version conflict (another store or process changed the user)
-reloads the user and re-applies the batch, invisibly to callers. A failed commit rolls the
-batch back and drops the cache, so the actor's view never diverges from storage.
+A caller that is cancelled while its request is queued leaves it unapplied; once the request
+is in a batch, the actor completes it (or rolls it back) on its own time, and the caller gets
+its cancellation at once. Either way the actor's view never diverges from storage.
+
+One engine, :meth:`UserActor.turn`, runs a batch: a version conflict (another store or process
+changed the user) reloads the user and re-applies the batch, invisibly to callers; a failed
+commit rolls the batch back and drops the cache.
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from collections.abc import Callable
+from typing import Any, Final, NoReturn
 
 import anyio
+import anyio.lowlevel
+import attrs
 from anyio import WouldBlock, create_memory_object_stream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._core import Op, Transaction, UserState
-from ..adapters.base import Rejection, SynchronousAdapter, UserCommit
-from ..errors import ActorFailedError, AdapterError, SessionConflictError, StoreClosedError
+from .._clock import Clock
+from .._core import Op, Policy, Transaction, UserState
+from ..adapters.base import Rejection
+from ..errors import ActorFailedError, AdapterError, StoreClosedError
+from .events import EventBus
+from .request import ActorCrash, Request, conflict, fail
+from .storage import COMMIT, LOAD, Storage, StorageCall, Turn
 
-if TYPE_CHECKING:
-    from .supervisor import Supervisor
-
-__all__ = ["ActorCrash", "Request", "UserActor"]
+__all__ = ["ActorContext", "UserActor"]
 
 #: How often a batch is re-applied after version conflicts before callers get an error.
 MAX_CONFLICT_RETRIES: Final = 16
 
-_RETRY: Final = object()
 
+@attrs.frozen(slots=True)
+class ActorContext:
+    """What an actor may use of the runtime, shared by every actor of a store.
 
-class ActorCrash(Exception):
-    """An unexpected failure inside an actor: the supervisor restarts it (carries the cause)."""
+    Attributes:
+        storage: The storage port.
+        clock: The store's clock.
+        policy: The rules operations enforce.
+        events: Where committed changes are published.
+        mailbox_size: Requests that may queue for one actor before callers wait.
+        max_batch: Most queued requests applied and committed together.
+        spawn: Start the actor's drain task (the actor is already marked busy).
+        crashed: Report an unexpected failure of the actor (the registry restarts it).
+        storage_failed: Report a storage failure met for a user (counted and logged).
+    """
 
-
-class Request:
-    """One call: the operation, and where its outcome goes (``done`` is set for queued calls)."""
-
-    __slots__ = ("abandoned", "done", "error", "op", "result", "started")
-
-    def __init__(self, op: Op, done: anyio.Event | None = None) -> None:
-        self.op = op
-        self.done = done
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.abandoned = False
-        self.started = False
-
-    def outcome(self) -> Any:
-        """The result, or raise the error."""
-        if self.error is not None:
-            raise self.error
-        return self.result
+    storage: Storage
+    clock: Clock
+    policy: Policy
+    events: EventBus
+    mailbox_size: int
+    max_batch: int
+    spawn: Callable[[UserActor], None]
+    crashed: Callable[[UserActor, ActorCrash], None]
+    storage_failed: Callable[[str, AdapterError], None]
 
 
 class UserActor:
     """The owner of one user's sessions (see the module documentation)."""
 
-    __slots__ = (
-        "_receive",
-        "_send",
-        "_sending",
-        "broken_until",
-        "busy",
-        "failures",
-        "last_tick",
-        "state",
-        "supervisor",
-        "user_id",
-    )
+    __slots__ = ("_receive", "_send", "_sending", "busy", "ctx", "last_tick", "state", "user_id")
 
-    def __init__(self, user_id: str, supervisor: Supervisor) -> None:
+    def __init__(self, user_id: str, ctx: ActorContext) -> None:
         self.user_id = user_id
-        self.supervisor = supervisor
+        self.ctx = ctx
         self.state: UserState | None = None
         # Invariant: while requests are queued, ``busy`` is true (an executor will take them).
         self.busy = False
-        self.last_tick = supervisor.tick
-        self.failures: list[float] = []
-        self.broken_until = -math.inf
+        #: The registry's tick at the last call (idle actors are retired by it).
+        self.last_tick = 0
         self._send: MemoryObjectSendStream[Request] | None = None
         #: Callers inside ``send`` on a full mailbox (the mailbox must not be dropped).
         self._sending = 0
@@ -106,106 +98,58 @@ class UserActor:
     async def call(self, op: Op) -> Any:
         """Apply ``op`` as one turn of this actor and return its result.
 
-        The caller has already passed a checkpoint. If the caller is cancelled while its request
-        waits in the mailbox, the request is dropped unapplied; once a turn has started, it
-        completes (its commit is shielded) and the cancellation is delivered afterwards.
+        The caller has already passed a checkpoint. Cancelled while its request is queued, the
+        request is dropped unapplied; once a turn has taken it, the cancellation reaches the
+        caller at once and the turn completes on the actor's time.
         """
-        supervisor = self.supervisor
-        self.last_tick = supervisor.tick
-        if self.broken_until != -math.inf:
-            supervisor.check_broken(self)
-        if self.busy:
+        ctx = self.ctx
+        storage = ctx.storage
+        if self.busy or not storage.inline:
             return await self._enqueue(op)
-        sync = supervisor.sync_adapter
-        if sync is not None and self.state is not None:
-            result = self._turn_now(op, sync)
-            if result is not _RETRY:
-                return result
-        return await self._turn_inline(op)
-
-    def _turn_now(self, op: Op, adapter: SynchronousAdapter) -> Any:
-        """The whole turn without awaiting; ``_RETRY`` if it needs the general path."""
         state = self.state
-        assert state is not None
-        supervisor = self.supervisor
-        tx = Transaction(state, supervisor.clock(), supervisor.policy)
-        try:
-            result = op.apply(tx)
-        except Exception:
-            tx.rollback()
-            if not self._cache_is_current(adapter):
-                return _RETRY
-            raise
-        except BaseException:
-            tx.rollback()
-            raise
-        if not tx.dirty:
-            return result if self._cache_is_current(adapter) else _RETRY
-        try:
-            rejection = adapter.commit_nowait((tx.to_commit(),))[0]
-        except AdapterError as exc:
-            tx.rollback()
-            self.state = None
-            supervisor.adapter_failed(self, exc)
-            raise
-        except Exception as exc:
-            tx.rollback()
-            request = Request(op)
+        if state is not None:
+            # The common turn on inline storage, tried first without a batch, a request or a
+            # generator: apply and commit. Every other outcome is the engine's (``turn``).
+            # (An error or a no-op is the engine's too: it verifies the cache first.)
+            tx = Transaction(state, ctx.clock(), ctx.policy)
             try:
-                self._crash([request], exc)
-            except ActorCrash as crash:
-                self.supervisor.actor_crashed(self, crash)
-            return request.outcome()
-        if rejection is not None:
-            tx.rollback()
-            if rejection is Rejection.VERSION:
-                self.state = None
-            return _RETRY
-        state.version += 1
-        if supervisor.events:
-            supervisor.publish(tx)
-        return result
+                result = op.apply(tx)
+            except Exception:
+                tx.rollback()
+            else:
+                if tx.dirty:
+                    try:
+                        rejection = storage.commit_now(tx.to_commit())
+                    except Exception as exc:
+                        request = Request(op)
+                        try:
+                            self._settle_failure([request], tx, exc)
+                        except ActorCrash as crash:
+                            ctx.crashed(self, crash)
+                        return request.outcome()
+                    if rejection is None:
+                        self._committed(state, tx)
+                        return result
+                    self._settle_rejection(tx, rejection)
+        return self._turn_now(op)
 
-    def _cache_is_current(self, adapter: SynchronousAdapter) -> bool:
-        """Whether the cache is still at the stored version; if not, drop it.
-
-        A turn that commits nothing (a no-op, or an error) had no version check vouch for the
-        cache, and another store sharing the adapter may have changed the user since: its
-        outcome must not be served from a stale cache.
-        """
-        assert self.state is not None
-        try:
-            current = adapter.load_user_nowait(self.user_id).version == self.state.version
-        except Exception:
-            current = False  # the general path reloads, and reports the failure properly
-        if not current:
-            self.state = None
-        return current
-
-    async def _turn_inline(self, op: Op) -> Any:
-        """Run one request as the executor, in the caller's task."""
+    def _turn_now(self, op: Op) -> Any:
+        """Run ``op`` through the engine, in the caller's task (inline storage)."""
         request = Request(op)
-        crash: ActorCrash | None = None
         self.busy = True
         try:
-            await self._run_batch([request])
-        except ActorCrash as exc:
-            crash = exc
-        finally:
+            self.ctx.storage.run_now(self.turn([request]))
+        except ActorCrash as crash:
             self.busy = False
-            if crash is not None:
-                self.supervisor.actor_crashed(self, crash)
-            elif self._send is not None and self._has_queued():
-                self.busy = True
-                self.supervisor.spawn(self)
+            self.ctx.crashed(self, crash)
+        else:
+            self.busy = False
         return request.outcome()
 
     async def _enqueue(self, op: Op) -> Any:
         request = Request(op, anyio.Event())
         if self._send is None:
-            self._send, self._receive = create_memory_object_stream[Request](
-                self.supervisor.mailbox_size
-            )
+            self._send, self._receive = create_memory_object_stream[Request](self.ctx.mailbox_size)
         try:
             self._send.send_nowait(request)
         except WouldBlock:
@@ -219,7 +163,7 @@ class UserActor:
                 self._sending -= 1
         if not self.busy:
             self.busy = True
-            self.supervisor.spawn(self)
+            self.ctx.spawn(self)
         assert request.done is not None
         try:
             await request.done.wait()
@@ -228,11 +172,6 @@ class UserActor:
             request.abandoned = True
             raise
         return request.outcome()
-
-    def _has_queued(self) -> bool:
-        assert self._send is not None
-        stats = self._send.statistics()
-        return stats.current_buffer_used > 0 or stats.tasks_waiting_send > 0
 
     # -- the executor --------------------------------------------------------------------------
 
@@ -243,7 +182,8 @@ class UserActor:
             self.busy = False
             return
         assert self.busy
-        max_batch = self.supervisor.max_batch
+        max_batch = self.ctx.max_batch
+        storage = self.ctx.storage
         try:
             while True:
                 batch: list[Request] = []
@@ -262,7 +202,10 @@ class UserActor:
                         self.close()
                     return
                 try:
-                    await self._run_batch(batch)
+                    if storage.inline:
+                        storage.run_now(self.turn(batch))
+                    else:
+                        await storage.run(self.turn(batch))
                 except BaseException:
                     # Cancelled (the store is closing past its drain timeout) before these
                     # requests had an outcome: their callers must not wait forever.
@@ -276,27 +219,40 @@ class UserActor:
                     for request in batch:
                         assert request.done is not None
                         request.done.set()
+                if not self.queued:
+                    # Done before the callers just woken resume: they find the actor idle.
+                    if not self._sending:
+                        self.close()
+                    return
                 # Let other tasks run between batches, so a busy user cannot starve the rest.
                 await anyio.lowlevel.checkpoint()
         finally:
             self.busy = False
 
-    async def _run_batch(self, batch: list[Request]) -> None:
-        """Apply a batch as one transaction and one commit; outcomes go into the requests."""
+    def turn(self, batch: list[Request]) -> Turn:
+        """Apply ``batch`` as one transaction and one commit; outcomes go into the requests.
+
+        A generator driven by the storage port: it yields a :class:`StorageCall` whenever it
+        needs storage (a load, a commit), and reads the answer when it is resumed.
+        """
+        ctx = self.ctx
+        io = StorageCall()
         # Whether the cached state is known to be the stored one (just loaded).
         verified = False
         for _ in range(MAX_CONFLICT_RETRIES):
-            if self.state is None:
+            state = self.state
+            if state is None:
+                io.kind, io.argument, io.error = LOAD, self.user_id, None
+                yield io
                 try:
-                    self.state = UserState(await self.supervisor.load_user(self.user_id))
+                    state = self.state = UserState(io.answer())
                 except AdapterError as exc:
-                    self.supervisor.adapter_failed(self, exc)
-                    _fail(batch, exc)
+                    self._storage_failed(batch, exc)
                     return
                 except Exception as exc:
                     self._crash(batch, exc)
                 verified = True
-            tx = Transaction(self.state, self.supervisor.clock(), self.supervisor.policy)
+            tx = Transaction(state, ctx.clock(), ctx.policy)
             applied: list[Request] = []
             for request in batch:
                 if request.abandoned and not request.started:
@@ -312,75 +268,88 @@ class UserActor:
                 else:
                     applied.append(request)
             if not tx.dirty:
-                if verified or self.supervisor.sync_adapter is not None:
+                if verified:
                     return
-                # No commit, so no version check vouched for the cache, and another process
-                # sharing the adapter may have changed the user: outcomes computed from a
+                # No commit, so no version check vouched for the cache, and another store
+                # sharing the storage may have changed the user: outcomes computed from a
                 # stale cache (not found, wrong state, no-op) must not be served.
+                io.kind, io.argument, io.error = LOAD, self.user_id, None
+                yield io
                 try:
-                    snapshot = await self.supervisor.load_user(self.user_id)
+                    snapshot = io.answer()
                 except AdapterError as exc:
-                    self.state = None
-                    self.supervisor.adapter_failed(self, exc)
-                    _fail(batch, exc)
+                    self._storage_failed(batch, exc)
                     return
                 except Exception as exc:
                     self._crash(batch, exc)
-                if snapshot.version == self.state.version:
+                if snapshot.version == state.version:
                     return
                 self.state = UserState(snapshot)
                 verified = True
                 continue
             commit = tx.to_commit()
+            io.kind, io.argument, io.error = COMMIT, commit, None
             try:
-                rejection = await self._commit(commit)
-            except AdapterError as exc:
+                yield io
+            except BaseException:
+                # The turn was closed mid-commit (the store is closing): whether the commit
+                # was applied is unknown, so the cache goes.
                 tx.rollback()
                 self.state = None
-                self.supervisor.adapter_failed(self, exc)
-                _fail(applied, exc)
-                return
+                raise
+            try:
+                rejection = io.answer()
             except Exception as exc:
-                tx.rollback()
-                self._crash(applied, exc)
+                self._settle_failure(applied, tx, exc)
+                return
             if rejection is None:
-                self.state.version += 1
-                if self.supervisor.events:
-                    self.supervisor.publish(tx)
+                self._committed(state, tx)
                 return
-            tx.rollback()
+            self._settle_rejection(tx, rejection)
             if rejection is Rejection.DUPLICATE_ID:
-                self._resolve_duplicate(applied, commit)
                 if len(applied) == 1:
+                    conflict(applied[0], commit, state)
                     return
+                # One of several new ids is taken: apply each request alone to find whose.
                 for request in applied:
-                    await self._run_batch([request])
+                    yield from self.turn([request])
                 return
-            self.state = None  # Another writer got there first: reload and apply again.
-        _fail(batch, AdapterError(f"too many concurrent writers for user {self.user_id!r}"))
+        fail(batch, AdapterError(f"too many concurrent writers for user {self.user_id!r}"))
 
-    def _resolve_duplicate(self, applied: list[Request], commit: UserCommit) -> None:
-        if len(applied) != 1:
-            return
-        assert self.state is not None
-        new_ids = [s.id for s in commit.upserts if s.id not in self.state.sessions]
-        applied[0].error = SessionConflictError(new_ids[0] if new_ids else "?")
-        applied[0].result = None
+    # -- outcomes of a commit (shared by the engine and the first try of ``call``) ------------
 
-    async def _commit(self, commit: UserCommit) -> Rejection | None:
-        sync = self.supervisor.sync_adapter
-        if sync is not None:
-            return sync.commit_nowait((commit,))[0]
-        # Once sent, a commit completes even if the caller is cancelled: never half-applied.
-        with anyio.CancelScope(shield=True):
-            rejections = await self.supervisor.adapter.commit((commit,))
-        return rejections[0]
+    def _committed(self, state: UserState, tx: Transaction) -> None:
+        state.version += 1
+        events = self.ctx.events
+        if events:
+            events.publish_transaction(tx)
+
+    def _settle_failure(self, requests: list[Request], tx: Transaction, exc: Exception) -> None:
+        """The commit of ``tx`` raised: undo it, drop the cache, fail ``requests``; an error
+        other than the storage's is a crash (raises :class:`ActorCrash`)."""
+        tx.rollback()
+        if isinstance(exc, AdapterError):
+            self._storage_failed(requests, exc)
+        else:
+            self._crash(requests, exc)
+
+    def _settle_rejection(self, tx: Transaction, rejection: Rejection) -> None:
+        """The storage rejected the commit of ``tx``: undo it; another writer changed the user
+        first (a version rejection), so the cache goes and the next try reloads it."""
+        tx.rollback()
+        if rejection is Rejection.VERSION:
+            self.state = None
+
+    def _storage_failed(self, requests: list[Request], exc: AdapterError) -> None:
+        self.state = None
+        self.ctx.storage_failed(self.user_id, exc)
+        fail(requests, exc)
 
     def _crash(self, requests: list[Request], exc: Exception) -> NoReturn:
         self.state = None
         failure = ActorFailedError(self.user_id)
         failure.__cause__ = exc
-        _fail(requests, failure)
+        fail(requests, failure)
         raise ActorCrash(self.user_id) from exc
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -396,7 +365,7 @@ class UserActor:
     @property
     def idle(self) -> bool:
         """Whether nothing is running or queued."""
-        return not self.busy and (self._send is None or not self._has_queued())
+        return not self.busy and not self.queued
 
     def take_queued(self) -> list[Request]:
         """Remove and return every queued request (used when the actor cannot run them)."""
@@ -416,9 +385,3 @@ class UserActor:
         if self._receive is not None:
             self._receive.close()
         self._send = self._receive = None
-
-
-def _fail(requests: list[Request], error: BaseException) -> None:
-    for request in requests:
-        request.error = error
-        request.result = None

@@ -20,6 +20,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .._core import Transaction
 from ..errors import InvalidInputError, InvalidTypeError
 from ..model import Session, SessionState
 
@@ -251,6 +252,23 @@ class EventBus:
         for event in events:
             for subscription in subscriptions:
                 subscription._offer(event)
+
+    def publish_transaction(self, tx: Transaction) -> None:
+        """Publish the lifecycle events of a committed transaction."""
+        now = tx.now
+        events = []
+        for before, after in tx.changes():
+            if (
+                before is not None
+                and after is not None
+                and before.state is after.state
+                and before.attached_surfaces is after.attached_surfaces
+                and before.metadata is after.metadata
+            ):
+                continue  # a touch of an active session: activity only, no lifecycle event
+            events.extend(diff_events(before, after, now))
+        if events:
+            self.publish(events)
 
     def close(self) -> None:
         """End every subscription (the store is closing): buffered events can still be read."""

@@ -1,0 +1,187 @@
+"""The storage port: the one boundary between the runtime and an adapter.
+
+It is the only place that knows whether an adapter is synchronous, and so how a turn's storage
+work runs:
+
+* **Inline** (an adapter that is also a
+  :class:`~assistant_sessions.adapters.SynchronousAdapter`, like the in-memory one): a turn runs
+  to its end in the caller's task, without an await (:meth:`Storage.run_now`). Reads are plain
+  calls. Nothing can stall, so there is nothing for a deadline to wait for.
+* **Detached** (every other adapter): turns run only in actors' own tasks
+  (:meth:`Storage.run`), never in a caller's, and each read runs in a task of the store
+  (:meth:`Storage.read`) while its caller waits for the answer. A caller whose scope is
+  cancelled or times out therefore gets control back at once, whatever the storage does; the
+  work it started completes (or fails) on the store's time, and the actor applies its outcome,
+  so the actor's view never diverges from storage.
+
+A turn is a generator (see :meth:`~assistant_sessions._runtime.actor.UserActor.turn`) that
+yields a :class:`StorageCall` each time it needs storage (a user's snapshot, or a commit); the
+port answers it in place, and the turn reads the answer when it resumes: one engine, driven
+here in two ways. (Answering in place rather than with ``send``/``throw`` lets a plain ``for``
+loop drive the turn, which is markedly cheaper on the hot path.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import suppress
+from datetime import datetime
+from typing import Any, Final, TypeAlias, TypeVar, final
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ..adapters.base import Rejection, SessionStoreAdapter, SynchronousAdapter, UserCommit
+from ..model import Session, SessionQuery, SessionState
+
+__all__ = ["COMMIT", "LOAD", "Storage", "StorageCall", "Turn"]
+
+_T = TypeVar("_T")
+
+#: A turn asks for a user's snapshot (the argument is the user id).
+LOAD: Final = 0
+#: A turn asks for one user commit (the argument is a ``UserCommit``); the answer is the
+#: rejection, or ``None``.
+COMMIT: Final = 1
+
+
+@final
+class StorageCall:
+    """One request of a turn to storage (``kind`` of ``argument``), answered in place by the
+    storage port (``result``, or the adapter's ``error``)."""
+
+    __slots__ = ("argument", "error", "kind", "result")
+
+    def __init__(self) -> None:
+        self.kind = LOAD
+        self.argument: Any = None
+        self.result: Any = None
+        self.error: Exception | None = None
+
+    def answer(self) -> Any:
+        """The port's answer, or raise the adapter's exception."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+#: A turn: yields storage calls and ends when every request of its batch has an outcome.
+Turn: TypeAlias = Generator[StorageCall, None, None]
+
+
+@final
+class Storage:
+    """The runtime's view of one adapter (see the module documentation)."""
+
+    __slots__ = ("_sync", "_task_group", "adapter", "inline")
+
+    def __init__(self, adapter: SessionStoreAdapter) -> None:
+        self.adapter = adapter
+        self._sync: SynchronousAdapter | None = (
+            adapter if isinstance(adapter, SynchronousAdapter) else None
+        )
+        #: Whether turns run to their end in the caller's task, without awaiting.
+        self.inline = self._sync is not None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    def bind(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Run detached reads in ``task_group`` (the store's)."""
+        self._task_group = task_group
+
+    # -- turns ---------------------------------------------------------------------------------
+
+    def commit_now(self, commit: UserCommit) -> Rejection | None:
+        """Apply one user commit without awaiting (inline storage only).
+
+        Raises:
+            Exception: Whatever the adapter raised (its commit's outcome is then unknown).
+        """
+        sync = self._sync
+        assert sync is not None
+        return sync.commit_nowait((commit,))[0]
+
+    def run_now(self, turn: Turn) -> None:
+        """Drive ``turn`` to its end without awaiting (inline storage only)."""
+        sync = self._sync
+        assert sync is not None
+        for call in turn:
+            try:
+                if call.kind is COMMIT:
+                    call.result = sync.commit_nowait((call.argument,))[0]
+                else:
+                    call.result = sync.load_user_nowait(call.argument)
+            except Exception as exc:
+                call.error = exc
+
+    async def run(self, turn: Turn) -> None:
+        """Drive ``turn`` to its end, awaiting the adapter (in an actor's task).
+
+        Only the store's exit cancels an actor's task (past its drain timeout). A commit in
+        flight then still completes, so that its callers learn its true outcome; a load is
+        abandoned, and the turn is closed.
+        """
+        adapter = self.adapter
+        try:
+            for call in turn:
+                try:
+                    if call.kind is COMMIT:
+                        with anyio.CancelScope(shield=True):
+                            call.result = (await adapter.commit((call.argument,)))[0]
+                    else:
+                        call.result = await adapter.load_user(call.argument)
+                except Exception as exc:
+                    call.error = exc
+        finally:
+            turn.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> Session | None:
+        """The committed session with this id, or ``None`` (see :meth:`read`)."""
+        if self._sync is not None:
+            return self._sync.get_nowait(session_id)
+        return await self.read(self.adapter.get, session_id)
+
+    async def find(self, query: SessionQuery) -> list[Session]:
+        """Committed sessions matching ``query`` (see :meth:`read`)."""
+        if self.inline:
+            return await self.adapter.find(query)
+        return await self.read(self.adapter.find, query)
+
+    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+        """Sweep candidates (see :meth:`read`)."""
+        return await self.read(self.adapter.due, state, before, limit)
+
+    async def read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Await ``read(*args)`` so that the caller can leave at any time.
+
+        With detached storage the read runs in a task of the store and the caller waits for its
+        answer: cancelled, the caller returns at once and the answer is dropped when it comes.
+        """
+        task_group = self._task_group
+        if self.inline or task_group is None:
+            return await read(*args)
+        send, receive = anyio.create_memory_object_stream[tuple[bool, Any]](1)
+        task_group.start_soon(_answer, send, read, args)
+        with receive:
+            ok, value = await receive.receive()
+        if ok:
+            result: _T = value
+            return result
+        raise value
+
+
+async def _answer(
+    send: MemoryObjectSendStream[tuple[bool, Any]],
+    read: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+) -> None:
+    with send:
+        try:
+            answer: tuple[bool, Any] = (True, await read(*args))
+        except Exception as exc:
+            answer = (False, exc)
+        # The caller may have left: then nobody wants the answer.
+        with suppress(anyio.BrokenResourceError, anyio.WouldBlock):
+            send.send_nowait(answer)
