@@ -22,6 +22,7 @@ from ._core import Op
 from ._runtime import Runtime
 from .adapters.base import SessionStoreAdapter
 from .errors import SessionNotFoundError, StoreClosedError
+from .model import Session, SessionQuery
 
 __all__ = ["DRAIN_TIMEOUT", "Router"]
 
@@ -141,13 +142,35 @@ class Router:
         Raises:
             SessionNotFoundError: No session has this id.
         """
-        session = await self.read(self._storage.get, session_id)
+        session = await self.get(session_id)
         if session is None:
             raise SessionNotFoundError(session_id)
         return await self.call(make(session.user_id, session_id, *args), entered=True)
 
+    async def get(self, session_id: str) -> Session | None:
+        """The committed session with this id, or ``None`` (the hot read, written out)."""
+        await anyio.lowlevel.checkpoint()
+        if self._status != _OPEN:
+            self.check_open()
+        self.in_flight += 1
+        try:
+            return await self._storage.get(session_id)
+        finally:
+            self._leave()
+
+    async def find(self, query: SessionQuery) -> list[Session]:
+        """Committed sessions matching ``query`` (the other hot read, written out)."""
+        await anyio.lowlevel.checkpoint()
+        if self._status != _OPEN:
+            self.check_open()
+        self.in_flight += 1
+        try:
+            return await self._storage.find(query)
+        finally:
+            self._leave()
+
     async def read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """Await ``read(*args)`` (a read of the storage port, or a sweep) in flight."""
+        """Await ``read(*args)`` (a sweep, or any other read of the storage port) in flight."""
         await anyio.lowlevel.checkpoint()
         if self._status != _OPEN:
             self.check_open()

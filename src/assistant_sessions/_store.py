@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from functools import partial
 from types import TracebackType
 from typing import Any, Self, final
 
@@ -130,7 +129,7 @@ class SessionStore:
         Cancelled: returns at once; a read changes nothing.
         """
         session_id = check_id(session_id, "session_id")
-        return await self._router.read(self._runtime.storage.get, session_id)
+        return await self._router.get(session_id)
 
     async def find(
         self,
@@ -161,7 +160,7 @@ class SessionStore:
         Cancelled: returns at once; a read changes nothing.
         """
         query = check_query(user_id, workspace_id, state, surface_id, active_after, limit)
-        return await self._router.read(self._runtime.storage.find, query)
+        return await self._router.find(query)
 
     async def touch(self, session_id: str) -> Session:
         """Mark activity: ``created`` and ``suspended`` become ``active``; ``active`` stays.
@@ -315,7 +314,7 @@ class SessionStore:
             InvalidInputError, InvalidTypeError: As :meth:`find` (at once, before iterating).
         """
         query = check_query(user_id, workspace_id, state, surface_id, active_after, page_size)
-        return SessionPages(partial(self._router.read, self._runtime.storage.find), query)
+        return SessionPages(self._router.find, query)
 
     def subscribe(
         self,

@@ -30,6 +30,7 @@ from typing import Any, Final, TypeAlias, TypeVar, final
 
 import anyio
 import anyio.abc
+import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..adapters.base import Rejection, SessionStoreAdapter, SynchronousAdapter, UserCommit
@@ -47,17 +48,15 @@ COMMIT: Final = 1
 
 
 @final
+@attrs.define(eq=False)
 class StorageCall:
     """One request of a turn to storage (``kind`` of ``argument``), answered in place by the
     storage port (``result``, or the adapter's ``error``)."""
 
-    __slots__ = ("argument", "error", "kind", "result")
-
-    def __init__(self) -> None:
-        self.kind = LOAD
-        self.argument: Any = None
-        self.result: Any = None
-        self.error: Exception | None = None
+    kind: int = LOAD
+    argument: Any = None
+    result: Any = None
+    error: Exception | None = None
 
     def answer(self) -> Any:
         """The port's answer, or raise the adapter's exception."""

@@ -39,6 +39,7 @@ from typing import Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
+import attrs
 
 from ..errors import AdapterError
 
@@ -49,23 +50,21 @@ R = TypeVar("R")
 
 
 @final
+@attrs.define(eq=False)
 class Job(Generic[P, R]):
     """One submission: its payload and, once its batch ran, its own outcome."""
 
-    __slots__ = ("error", "finished", "lead", "payload", "result", "taken", "wake")
-
-    def __init__(self, payload: P) -> None:
-        self.payload = payload
-        self.result: R | None = None
-        self.error: BaseException | None = None
-        self.finished = False
-        #: The job is in a batch that runs or ran; its task no longer decides its fate.
-        self.taken = False
-        #: The job's task was woken to lead the next batch.
-        self.lead = False
-        #: Set when the job's task may go on; made only for a job that waits (a leader's
-        #: own job never does).
-        self.wake: anyio.Event | None = None
+    payload: P
+    result: R | None = None
+    error: BaseException | None = None
+    finished: bool = False
+    #: The job is in a batch that runs or ran; its task no longer decides its fate.
+    taken: bool = False
+    #: The job's task was woken to lead the next batch.
+    lead: bool = False
+    #: Set when the job's task may go on; made only for a job that waits (a leader's own job
+    #: never does).
+    wake: anyio.Event | None = None
 
     def succeed(self, result: R) -> None:
         """Set the job's result."""
