@@ -217,8 +217,15 @@ class FailingAdapter:
     async def find(self, query: SessionQuery) -> list[Session]:
         return await self.inner.find(query)
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
-        return await self.inner.due(state, before, limit)
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        return await self.inner.due(state, before, limit, after=after)
 
 
 class SyncFailingAdapter(FailingAdapter):
@@ -294,6 +301,13 @@ class LaggingAdapter:
         await self._lag()
         return await self.inner.find(query)
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
         await self._lag()
-        return await self.inner.due(state, before, limit)
+        return await self.inner.due(state, before, limit, after=after)

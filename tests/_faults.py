@@ -201,11 +201,18 @@ class SlowAdapter:
         await self._enter("find")
         return self.inner.find_nowait(query)
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
         # The candidates are read first, then the call may wait at the gate: the test can
         # change a candidate in between, as a concurrent caller could.
         self.calls["due"] += 1
-        found = self.inner.due_nowait(state, before, limit)
+        found = self.inner.due_nowait(state, before, limit, after=after)
         gated = self._gates.get("due")
         if gated is not None and found:
             await gated[0].pass_through()

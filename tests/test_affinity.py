@@ -100,8 +100,8 @@ async def test_resolve_reuses_a_session_made_by_create(store: SessionStore) -> N
     resolved = await store.resolve(user_id="u1", surface_id="web")
     assert resolved.id == created.id
     assert resolved.state is SessionState.ACTIVE
-    # Resolving does not attach the surface to an existing session.
-    assert resolved.attached_surfaces == ()
+    # Resolving attaches the message's surface to the session it reuses (attach_surface=True).
+    assert resolved.attached_surfaces == ("web",)
 
 
 async def test_resolve_resumes_suspended_and_skips_expired(

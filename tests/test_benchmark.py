@@ -32,7 +32,7 @@ from assistant_sessions import (
 )
 from assistant_sessions.adapters import sqlite as sqlite_adapter
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
-from assistant_sessions_bench import _run, main
+from assistant_sessions_bench import _cli, _run, main
 from assistant_sessions_bench._adapters import (
     AdapterContext,
     AdapterEntry,
@@ -44,9 +44,11 @@ from assistant_sessions_bench._adapters import (
 )
 from assistant_sessions_bench._ceiling import measure_write_ceiling
 from assistant_sessions_bench._check import check_exactly_once
+from assistant_sessions_bench._report import render
 from assistant_sessions_bench._results import (
     PointResult,
     PointSpec,
+    Target,
     evaluate_targets,
     percentile,
 )
@@ -236,16 +238,16 @@ async def test_tiny_point_runs_every_subject_on_the_same_work(
     )
     targets = {t.name: t for t in evaluate_targets([at_target], [], [])}
     expected_names = {
-        "resolve": {"1 resolve vs lock", "1 p99 vs lock", "1 resolve vs floor"},
-        "hot": {"2 hot vs lock"},
+        "resolve": {"resolve vs lock", "resolve p99 vs lock", "resolve vs floor"},
+        "hot": {"hot user vs lock"},
         "mixed": set(),
     }[workload]
     assert set(targets) == expected_names
     limits = {
-        "1 resolve vs lock": (1.0, None),
-        "1 p99 vs lock": (None, 1.5),
-        "1 resolve vs floor": (0.5, None),
-        "2 hot vs lock": (1.0, None),
+        "resolve vs lock": (1.0, None),
+        "resolve p99 vs lock": (None, 1.5),
+        "resolve vs floor": (0.5, None),
+        "hot user vs lock": (1.0, None),
     }
     for target in targets.values():
         assert target.value is not None
@@ -334,7 +336,9 @@ async def test_sweep_phase_reports_a_sweep_that_misses_sessions(anyio_backend: s
         async def find(self, query: Any) -> Any:
             return await self._inner.find(query)
 
-        async def due(self, state: SessionState, before: Any, limit: int) -> list[Session]:
+        async def due(
+            self, state: SessionState, before: Any, limit: int, *, after: Any = None
+        ) -> list[Session]:
             await anyio.lowlevel.checkpoint()
             return []
 
@@ -369,11 +373,53 @@ def test_command_runs_and_writes_the_report(anyio_backend: str, tmp_path: Path) 
     # C=8 is not the targets' configuration: only the memory and sweep targets are evaluated.
     names = {t["name"] for t in document["targets"]}
     assert names == {
-        "4 sweep cost ratio",
-        "5 bytes/session",
-        "5 bytes/live actor",
-        "5 idle actors retired",
+        "sweep cost ratio",
+        "bytes/session",
+        "bytes/live actor",
+        "idle actors retired",
     }
+
+
+def test_command_writes_no_file_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*_TINY, "--memory-sessions", "0", "--sweep-users", "0"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert "results:" not in capsys.readouterr().out
+
+
+def test_durable_adapters_default_to_about_a_minute_and_the_run_says_how_long(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = _cli.build_parser()
+    sqlite = _cli._plan(parser.parse_args(["-a", "sqlite"]))
+    memory = _cli._plan(parser.parse_args([]))
+    assert [p.operations for p in sqlite.points] == [20_000]
+    assert sqlite.sweep_total == 20_000
+    assert [p.operations for p in memory.points] == [100_000]
+    assert memory.sweep_total == 100_000
+    assert 30 <= _cli._estimate(sqlite, "sqlite") <= 90
+    assert _cli._estimate(memory, "memory") <= 60
+    explicit = _cli._plan(parser.parse_args(["-a", "sqlite", "-n", "500", "--sweep-users", "7"]))
+    assert [p.operations for p in explicit.points] == [500]
+    assert explicit.sweep_total == 7
+    # Not quiet: the estimate comes first.
+    assert main([*_TINY[:-1], "--memory-sessions", "0", "--sweep-users", "0"]) == 0
+    first = capsys.readouterr().out.lstrip().splitlines()[0]
+    assert "-a memory: about " in first
+
+
+def test_missed_goals_are_labelled_as_goals_not_failures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missed = Target("bytes/session", "<= 1024", 2048.0, False, "somewhere")
+    render([], [], [], [missed], None)
+    out = capsys.readouterr().out
+    assert "Design goals" in out
+    assert "a missed goal is not a failure" in out
+    assert "missed" in out
+    assert "MISSED" not in out
 
 
 def test_command_fails_when_a_subject_duplicates(
@@ -428,6 +474,8 @@ def test_plot_writes_charts_or_says_what_to_install(
 ) -> None:
     path = tmp_path / "out.json"
     args = [*_TINY, "-u", "20,40", "--memory-sessions", "0", "--sweep-users", "0"]
+    assert main([*args, "--plot"]) == 2  # charts go next to --json PATH, and only there
+    assert "add --json PATH" in capsys.readouterr().err
     status = main([*args, "--plot", "--json", str(path)])
     if importlib.util.find_spec("matplotlib") is None:
         assert status == 2

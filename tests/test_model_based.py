@@ -282,32 +282,42 @@ class Model:
         surface_id: str | None,
         workspace_id: str | None,
         new_id: str,
+        attach: bool = True,
     ) -> Ref:
         candidates = [
             s for s in self.of_user(user_id) if s.state in LIVE and s.workspace_id == workspace_id
         ]
         on_surface = [s for s in candidates if surface_id in s.attached_surfaces]
         pool = on_surface or candidates
+        attached = surface_id if attach else None
         if pool:
-            return self._activate(now, max(pool, key=Ref.recency), "resolve")
+            chosen = max(pool, key=Ref.recency)
+            if attached is not None and attached not in chosen.attached_surfaces:
+                # Attached in the same step, as attach(); when full, nothing changes.
+                if len(chosen.attached_surfaces) >= self.max_surfaces:
+                    raise Expected(InvalidInputError)
+                self._claim(user_id, attached, chosen.id)
+                chosen.attached_surfaces += (attached,)
+            return self._activate(now, chosen, "resolve")
         assert new_id not in self.sessions, "resolve created a session with a used id"
-        return self._new(now, new_id, user_id, workspace_id, surface_id, {})
+        return self._new(now, new_id, user_id, workspace_id, attached, {})
 
     def find(
         self,
         user_id: str | None,
         workspace_id: str | None,
-        state: str | None,
+        state: str | frozenset[str] | None,
         surface_id: str | None,
         active_after: datetime | None,
         limit: int,
     ) -> list[Ref]:
+        states = {state} if isinstance(state, str) else state
         found = [
             s
             for s in self.sessions.values()
             if (user_id is None or s.user_id == user_id)
             and (workspace_id is None or s.workspace_id == workspace_id)
-            and (state is None or s.state == state)
+            and (states is None or s.state in states)
             and (surface_id is None or surface_id in s.attached_surfaces)
             and (active_after is None or s.last_activity_at > active_after)
         ]
@@ -539,7 +549,11 @@ class StoreMachine(RuleBasedStateMachine):
         data=st.data(),
         user_id=st.one_of(st.none(), st.sampled_from((*USERS, "nobody"))),
         workspace_id=workspace,
-        state=st.one_of(st.none(), st.sampled_from([CREATED, ACTIVE, SUSPENDED, EXPIRED])),
+        state=st.one_of(
+            st.none(),
+            st.sampled_from([CREATED, ACTIVE, SUSPENDED, EXPIRED]),
+            st.frozensets(st.sampled_from([CREATED, ACTIVE, SUSPENDED, EXPIRED]), min_size=1),
+        ),
         surface_id=optional_surface,
         limit=st.integers(1, 6),
     )
@@ -548,7 +562,7 @@ class StoreMachine(RuleBasedStateMachine):
         data: st.DataObject,
         user_id: str | None,
         workspace_id: str | None,
-        state: str | None,
+        state: str | frozenset[str] | None,
         surface_id: str | None,
         limit: int,
     ) -> None:
@@ -566,7 +580,14 @@ class StoreMachine(RuleBasedStateMachine):
             self.s.find,
             user_id=user_id,
             workspace_id=workspace_id,
-            state=None if state is None else SessionState(state),
+            # One state as a member; several as a list of their values.
+            state=(
+                None
+                if state is None
+                else SessionState(state)
+                if isinstance(state, str)
+                else sorted(state)
+            ),
             surface_id=surface_id,
             active_after=after,
             limit=limit,
@@ -614,18 +635,32 @@ class StoreMachine(RuleBasedStateMachine):
         outcome = self.call(self.s.update_metadata, session_id, metadata)
         self.agree(outcome, lambda: self.model.update_metadata(self.now(), session_id, metadata))
 
-    @rule(user_id=st.sampled_from(USERS), surface_id=optional_surface, workspace_id=workspace)
-    def resolve(self, user_id: str, surface_id: str | None, workspace_id: str | None) -> None:
+    @rule(
+        user_id=st.sampled_from(USERS),
+        surface_id=optional_surface,
+        workspace_id=workspace,
+        attach=st.booleans(),
+    )
+    def resolve(
+        self, user_id: str, surface_id: str | None, workspace_id: str | None, attach: bool
+    ) -> None:
         outcome = self.call(
-            self.s.resolve, user_id=user_id, surface_id=surface_id, workspace_id=workspace_id
+            self.s.resolve,
+            user_id=user_id,
+            surface_id=surface_id,
+            workspace_id=workspace_id,
+            attach_surface=attach,
         )
         status, result = outcome
-        assert status == "ok", result
-        assert result.user_id == user_id
-        assert result.workspace_id == workspace_id
+        if status == "ok":
+            assert result.user_id == user_id
+            assert result.workspace_id == workspace_id
+        new_id = result.id if status == "ok" else "never-created"
         self.agree(
             outcome,
-            lambda: self.model.resolve(self.now(), user_id, surface_id, workspace_id, result.id),
+            lambda: self.model.resolve(
+                self.now(), user_id, surface_id, workspace_id, new_id, attach
+            ),
         )
 
     @rule(by=seconds)

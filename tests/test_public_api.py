@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import inspect
+import subprocess
+import sys
+import tomllib
 import types
+from pathlib import Path
+
+import pytest
 
 import assistant_sessions
+import assistant_sessions.__main__ as cli
 
 #: The contract of DESIGN.md section 4 (the Redis adapter is optional there and lives elsewhere).
 DESIGN_NAMES = {
@@ -90,9 +99,63 @@ def test_create_session_store_signature() -> None:
     assert parameters["adapter"].default is None
     for name, default in (
         ("default_ttl", 3600),
-        ("sweep_interval", None),
-        ("expire_after", None),
+        ("sweep_interval", 60),
+        ("expire_after", 86400),
+        ("purge_after", 30 * 86400),
         ("clock", None),
     ):
         assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
         assert parameters[name].default == default, name
+
+
+def _readme_defaults() -> dict[str, object]:
+    """The keywords of the README's "Lifecycle options" block, evaluated."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Lifecycle options", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    call = ast.parse(block, mode="eval").body
+    assert isinstance(call, ast.Call)
+    assert isinstance(call.func, ast.Name)
+    assert call.func.id == "create_session_store"
+    assert not call.args
+    found: dict[str, object] = {}
+    for keyword in call.keywords:
+        assert keyword.arg is not None
+        assert keyword.arg not in found, keyword.arg
+        code = compile(ast.Expression(keyword.value), "README.md", "eval")
+        found[keyword.arg] = eval(code, {"__builtins__": {}})  # our own README
+    return found
+
+
+def test_readme_states_the_defaults_of_create_session_store() -> None:
+    parameters = inspect.signature(assistant_sessions.create_session_store).parameters
+    documented = _readme_defaults()
+    # Every option is documented, with the default the code has: they cannot drift apart.
+    assert set(documented) == set(parameters)
+    for name, value in documented.items():
+        default = parameters[name].default
+        assert type(value) is type(default), (name, value, default)
+        assert value == default, (name, value, default)
+
+
+def test_version_is_the_package_metadata_and_pyproject_version() -> None:
+    pyproject = tomllib.loads(
+        (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    )
+    assert assistant_sessions.__version__ == importlib.metadata.version("assistant-sessions")
+    assert assistant_sessions.__version__ == pyproject["project"]["version"]
+
+
+def test_the_command_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"assistant-sessions {assistant_sessions.__version__}\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "assistant_sessions", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (
+        done.stdout.strip()
+        == f"assistant-sessions {importlib.metadata.version('assistant-sessions')}"
+    )

@@ -399,8 +399,9 @@ async def test_a_different_bucket_count_is_refused(
     await adopted.open()
     try:
         assert adopted.buckets == 4
-        with pytest.raises(AdapterError, match="already open"):
-            await adopted.open()
+        await adopted.open()  # opened twice (two stores): closed twice
+        await adopted.aclose()
+        assert await adopted.get("x") is None
     finally:
         await adopted.aclose()
     await adopted.aclose()  # closing twice is harmless
@@ -449,13 +450,13 @@ async def test_concurrent_commits_of_many_users_share_pipelines(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
     sent: list[int] = []
-    run = adapter._redis.send_scripts
+    run = adapter._redis._settled
 
     async def counting(calls: list[Any]) -> list[Any]:
         sent.append(len(calls))
         return await run(calls)
 
-    adapter._redis.send_scripts = counting  # type: ignore[method-assign]
+    adapter._redis._settled = counting  # type: ignore[method-assign]
     results: dict[str, list[Rejection | None]] = {}
 
     async def commit(user: str) -> None:
@@ -478,13 +479,13 @@ async def test_a_commit_cancelled_before_its_pipeline_was_sent_changes_nothing(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
     gate = anyio.Event()
-    run = adapter._redis.send_scripts
+    run = adapter._redis._settled
 
     async def gated(calls: list[Any]) -> list[Any]:
         await gate.wait()
         return await run(calls)
 
-    adapter._redis.send_scripts = gated  # type: ignore[method-assign]
+    adapter._redis._settled = gated  # type: ignore[method-assign]
     first: list[Rejection | None] = []
 
     async def lead() -> None:
@@ -521,7 +522,7 @@ async def test_a_commit_cancelled_once_its_pipeline_was_sent_leaves_when_it_ende
     await adapter.open()
     gates = [anyio.Event(), anyio.Event()]
     pipelines: list[int] = []
-    run = adapter._redis.send_scripts
+    run = adapter._redis._settled
 
     second = anyio.Event()
 
@@ -534,7 +535,7 @@ async def test_a_commit_cancelled_once_its_pipeline_was_sent_leaves_when_it_ende
         pipelines.append(len(calls))
         return replies
 
-    adapter._redis.send_scripts = gated  # type: ignore[method-assign]
+    adapter._redis._settled = gated  # type: ignore[method-assign]
     scope = anyio.CancelScope()
     left: list[int] = []
 
@@ -660,7 +661,10 @@ async def test_cancelled_reads_leave_the_connection_pool_whole(
                 cancelled += scope.cancelled_caught
         assert cancelled > 0
         with anyio.fail_after(10):
-            assert await adapter.due(SessionState.CREATED, later, 20) == sessions
+            # Ties of one clock come ordered by id.
+            assert await adapter.due(SessionState.CREATED, later, 20) == sorted(
+                sessions, key=lambda s: s.id
+            )
             assert await adapter.get("s7") == sessions[7]
     finally:
         await adapter.aclose()
@@ -717,3 +721,87 @@ async def test_a_writer_that_keeps_losing_races_gets_a_lease(
     finally:
         await second.aclose()
         await first.aclose()
+
+
+async def test_a_users_broken_key_fails_that_user_alone(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    """One user's script failing in a shared pipeline (a key of the wrong type) fails that
+    user's call alone: everyone else's load and commit, sent with it, has its true outcome."""
+    sent: list[int] = []
+    run = adapter._redis._settled
+
+    async def counting(calls: list[Any]) -> list[Any]:
+        sent.append(len(calls))
+        return await run(calls)
+
+    adapter._redis._settled = counting  # type: ignore[method-assign]
+    broken = adapter._keys.version_key(b"broken")
+    await adapter._redis.call(lambda client: client.lpush(broken, [b"not a version"]))
+    users = [f"user-{n}" for n in range(30)]
+    outcomes: dict[str, object] = {}
+
+    async def commit(user: str) -> None:
+        try:
+            outcomes[user] = await adapter.commit([UserCommit(user, 0, (make(f"s-{user}", user),))])
+        except AdapterError as exc:
+            outcomes[user] = exc
+
+    async def load(user: str) -> None:
+        try:
+            outcomes[f"load {user}"] = (await adapter.load_user(user)).version
+        except AdapterError as exc:
+            outcomes[f"load {user}"] = exc
+
+    async with anyio.create_task_group() as tg:
+        for user in [*users[:15], "broken", *users[15:]]:
+            tg.start_soon(commit, user)
+            tg.start_soon(load, user)
+    assert max(sent) > 2  # the broken user's scripts shared pipelines with others
+    for key in ("broken", "load broken"):
+        error = outcomes.pop(key)
+        assert isinstance(error, AdapterError)
+        assert "wrong kind of value" in str(error)
+        assert "commit to" in str(error) or "load a user from" in str(error)
+    assert {k: v for k, v in outcomes.items() if not k.startswith("load")} == {
+        user: [None] for user in users
+    }
+    assert {outcomes[f"load {user}"] for user in users} <= {0, 1}
+    for user in users:
+        assert [s.id for s in (await adapter.load_user(user)).sessions] == [f"s-{user}"]
+
+
+async def test_a_broken_user_does_not_fail_other_users_creates_in_the_store(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+    async with create_session_store(adapter) as store:
+        broken = adapter._keys.version_key(b"broken")
+        await adapter._redis.call(lambda client: client.lpush(broken, [b"x"]))
+        created: dict[str, Session] = {}
+        failed: list[str] = []
+
+        async def create(user: str) -> None:
+            try:
+                created[user] = await store.create(user_id=user)
+            except AdapterError:
+                failed.append(user)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(create, f"user-{n}")
+                if n == 10:
+                    tg.start_soon(create, "broken")
+        assert failed == ["broken"]
+        assert sorted(created) == sorted(f"user-{n}" for n in range(20))
+        for user, session in created.items():
+            assert await store.find(user_id=user) == [session]
+
+
+async def test_a_failed_read_says_what_failed(adapter: RedisSessionStoreAdapter) -> None:
+    claims_key = adapter._keys.claims_keys(b"s1")[0]
+    await adapter._redis.call(lambda client: client.lpush(claims_key, [b"x"]))
+    with pytest.raises(AdapterError, match="could not read a session from Redis") as caught:
+        await adapter.get("s1")
+    assert "wrong kind of value" in str(caught.value)
+    assert caught.value.__cause__ is not None

@@ -72,8 +72,15 @@ class GatedAdapter:
     async def find(self, query: SessionQuery) -> list[Session]:
         return await self.inner.find(query)
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
-        return await self.inner.due(state, before, limit)
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        return await self.inner.due(state, before, limit, after=after)
 
 
 async def test_mailbox_depths_while_queued() -> None:

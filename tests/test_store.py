@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assistant_sessions import (
+    InvalidInputError,
+    InvalidTypeError,
     Session,
     SessionConflictError,
     SessionError,
@@ -181,6 +183,24 @@ async def test_find_by_state_as_enum_or_str(store: SessionStore, clock: FakeCloc
     assert await ids_of(store, state="active") == ["a"]
     assert await ids_of(store, state="expired") == ["e"]
     assert await ids_of(store, state="suspended") == []
+
+
+async def test_find_by_several_states(store: SessionStore, clock: FakeClock) -> None:
+    await _population(store, clock)
+    live = [SessionState.CREATED, SessionState.ACTIVE, SessionState.SUSPENDED]
+    assert await ids_of(store, state=live) == ["a", "d", "c", "b"]
+    assert await ids_of(store, state=("active", "expired")) == ["e", "a"]
+    assert await ids_of(store, state={"expired"}) == ["e"]
+    assert await ids_of(store, state=(s for s in ["created"]), user_id="u2") == ["c"]
+    assert [s.id async for s in store.find_iter(state=live, page_size=1)] == ["a", "d", "c", "b"]
+    with pytest.raises(InvalidInputError, match="at least one state"):
+        await store.find(state=[])
+    with pytest.raises(InvalidInputError, match="unknown state"):
+        await store.find(state=["active", "gone"])
+    with pytest.raises(InvalidTypeError):
+        await store.find(state=3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError):
+        store.find_iter(state=[SessionState.ACTIVE, 3])  # type: ignore[list-item]
 
 
 async def test_find_by_surface(store: SessionStore, clock: FakeClock) -> None:

@@ -151,7 +151,10 @@ async def test_the_loop_survives_a_failed_sweep(clock: FakeClock, error: Excepti
 
 
 async def test_no_sweep_runs_without_a_sweep_interval(clock: FakeClock) -> None:
-    async with create_session_store(clock=clock, default_ttl=60, idle_after=0.01) as store:
+    async with create_session_store(
+        clock=clock, default_ttl=60, idle_after=0.01, sweep_interval=None
+    ) as store:
+        assert store._runtime.supervisor.sweep_interval is None
         session = await store.resolve(user_id="a")
         clock.advance(3600)
         # The loop still wakes up to retire idle actors; wait until it has done so.

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from assistant_sessions import (
@@ -374,6 +375,40 @@ async def test_store_cannot_be_entered_twice(clock: FakeClock) -> None:
     with pytest.raises(StoreClosedError):
         async with store:
             pass
+
+
+async def test_entering_one_store_from_two_tasks_at_once(clock: FakeClock) -> None:
+    """The second of two concurrent entries raises StoreClosedError, even while the first is
+    still opening the adapter; the first opens and works."""
+    adapter = InMemorySessionStoreAdapter()
+    opening, release = anyio.Event(), anyio.Event()
+    real_open = adapter.open
+
+    async def gated_open() -> None:
+        opening.set()
+        await release.wait()
+        await real_open()
+
+    adapter.open = gated_open  # type: ignore[method-assign]
+    store = create_session_store(adapter, clock=clock)
+    outcomes: dict[str, object] = {}
+
+    async def enter(name: str) -> None:
+        try:
+            async with store:
+                outcomes[name] = await store.create(user_id=name)
+        except StoreClosedError as exc:
+            outcomes[name] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter, "first")
+            await opening.wait()
+            tg.start_soon(enter, "second")
+            await anyio.wait_all_tasks_blocked()
+            assert isinstance(outcomes.get("second"), StoreClosedError)
+            release.set()
+    assert isinstance(outcomes["first"], Session)
 
 
 async def test_a_new_store_on_the_same_adapter_sees_the_sessions(clock: FakeClock) -> None:

@@ -23,6 +23,8 @@ import attrs
 from assistant_sessions import InMemorySessionStoreAdapter
 from assistant_sessions.adapters.base import SessionStoreAdapter
 
+from ._cleanup import RedisKeyLog
+
 __all__ = [
     "AdapterContext",
     "AdapterEntry",
@@ -58,11 +60,14 @@ class AdapterContext:
         url: The ``--adapter-url`` option (for servers), or ``None``.
         instance: A number distinct for every adapter built in this process (for file names
             or key prefixes, so runs never see each other's data).
+        redis_keys: Where a factory of a Redis adapter records its key prefix before the
+            adapter writes anything, so that the command deletes those keys when it ends.
     """
 
     workdir: Path
     url: str | None
     instance: int
+    redis_keys: RedisKeyLog | None = attrs.field(default=None, eq=False)
 
 
 AdapterFactory = Callable[[AdapterContext], SessionStoreAdapter]
@@ -109,11 +114,14 @@ def sqlite_single_adapter(context: AdapterContext) -> SessionStoreAdapter:
 
 def redis_adapter(context: AdapterContext) -> SessionStoreAdapter:
     """A Redis adapter at ``--adapter-url`` (default ``redis://127.0.0.1:6379/0``), under a key
-    prefix of its own so that runs never see each other's data (the keys stay afterwards).
+    prefix of its own so that runs never see each other's data; the prefix is recorded in
+    ``context.redis_keys``, and the command deletes its keys when it ends.
     """
     module = importlib.import_module("assistant_sessions.adapters.redis")
     url = context.url or "redis://127.0.0.1:6379/0"
     prefix = f"bench-{os.getpid()}-{context.instance}"
+    if context.redis_keys is not None:
+        context.redis_keys.record(url, prefix)
     return cast(SessionStoreAdapter, module.RedisSessionStoreAdapter(url, key_prefix=prefix))
 
 

@@ -28,6 +28,7 @@ from ._adapters import (
     load_adapter_factory,
 )
 from ._ceiling import CEILING_ADAPTERS, measure_write_ceiling
+from ._cleanup import RedisKeyLog
 from ._processes import run_processes
 from ._report import environment, render, require_matplotlib, write_json, write_plots
 from ._results import (
@@ -45,10 +46,13 @@ __all__ = ["main"]
 
 BACKENDS: Final = ("asyncio", "asyncio+uvloop", "trio")
 
+#: Operations per run by default: on the in-memory adapter, and on the others (durable ones,
+#: about 15x slower per operation, so that a default run also takes about a minute).
+DEFAULT_OPERATIONS: Final = 100_000
+DURABLE_OPERATIONS: Final = 20_000
+
 #: The user counts of ``--scale`` (flat-scaling target).
 SCALE_USERS: Final = (1_000, 10_000, 100_000, 1_000_000)
-
-DEFAULT_RESULTS: Final = Path("bench") / "results"
 
 
 def _usage_error(message: object) -> int:
@@ -113,7 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("-u", "--users", type=_counts, action="append", help="users U (default 10000)")
-    add("-n", "--operations", type=_count, default=100_000, help="operations per run")
+    add(
+        "-n",
+        "--operations",
+        type=_count,
+        help=f"operations per run (default {DEFAULT_OPERATIONS:,}; {DURABLE_OPERATIONS:,} on an "
+        "adapter other than memory, so that a default run takes about a minute)",
+    )
     add("-c", "--concurrency", type=_counts, action="append", help="client tasks C (default 256)")
     add(
         "-w",
@@ -164,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--sweep-users",
         type=_count,
-        help="sessions in the sweep phase (default 100000; 1000000 with --scale; 0 skips it)",
+        help="sessions in the sweep phase (default 100000, 20000 on an adapter other than "
+        "memory; 1000000 with --scale; 0 skips it)",
     )
     add("--sweep-stale", type=_count, default=1_000, help="stale sessions among them")
     add(
@@ -183,9 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="freeze: move the prefill out of the collector's way during timed phases "
         "(default); on: leave the collector as it is",
     )
-    add("--json", type=Path, help=f"where to write the results (default {DEFAULT_RESULTS}/...)")
-    add("--no-json", action="store_true", help="do not write a JSON file")
-    add("--plot", action="store_true", help="write PNG charts next to the JSON (needs matplotlib)")
+    add("--json", type=Path, help="write the results to this file (none is written without it)")
+    add("--no-json", action="store_true", help="write no JSON file (the default; kept for scripts)")
+    add(
+        "--plot",
+        action="store_true",
+        help="write PNG charts next to the --json file (needs matplotlib and --json)",
+    )
     add(
         "--processes",
         type=_counts,
@@ -208,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _operations(args: argparse.Namespace, default: int | None = None) -> int:
+    """``-n``, or its default: smaller on the durable adapters, whose operations are slower."""
+    if args.operations is not None:
+        return int(args.operations)
+    if default is not None:
+        return default
+    return DEFAULT_OPERATIONS if args.adapter == "memory" else DURABLE_OPERATIONS
 
 
 def _flat(values: list[list[Any]] | None, default: Sequence[Any]) -> list[Any]:
@@ -235,7 +259,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     workloads = _flat(args.workload, ("resolve",))
     distributions = _flat(args.distribution, ("uniform",))
     backends = _flat(args.backend, ("asyncio",))
-    if args.rounds < 1 or args.operations < 1 or min(users) < 1 or min(concurrency) < 1:
+    operations = _operations(args)
+    if args.rounds < 1 or operations < 1 or min(users) < 1 or min(concurrency) < 1:
         raise BenchmarkError("rounds, operations, users and concurrency must be at least 1")
     if not 0.0 <= args.fresh <= 1.0:
         raise BenchmarkError("--fresh must be between 0 and 1")
@@ -247,7 +272,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
             adapter=args.adapter,
             workload=workload,
             users=u,
-            operations=args.operations,
+            operations=operations,
             concurrency=c,
             # Every operation of ``hot`` is on one user: no distribution to vary.
             distribution="uniform" if workload == "hot" else distribution,
@@ -264,7 +289,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     points = list(dict.fromkeys(points))
     sweep_total = args.sweep_users
     if sweep_total is None:
-        sweep_total = 1_000_000 if args.scale else 100_000
+        sweep_total = 1_000_000 if args.scale else 100_000 if args.adapter == "memory" else 20_000
     return _Plan(
         backends=backends,
         points=points,
@@ -276,6 +301,39 @@ def _plan(args: argparse.Namespace) -> _Plan:
         sweep_repeats=args.sweep_repeats,
         gc=args.gc,
     )
+
+
+#: Rough seconds per operation of one round (the three subjects, and the prefill) and per
+#: session of the memory and sweep phases, by adapter, measured on a 2-vCPU EPYC; for the
+#: estimate printed before a run. Unknown adapters count as durable ones.
+_COST: Final = {"memory": (36e-6, 15e-6), "durable": (420e-6, 650e-6)}
+
+
+def _estimate(plan: _Plan, adapter: str) -> float:
+    """Roughly how many seconds ``plan`` takes on a machine like the one of the README."""
+    per_op, per_session = _COST["memory" if adapter == "memory" else "durable"]
+    operations = sum(point.operations for point in plan.points) * plan.rounds
+    phases = len(plan.backends) * (
+        plan.memory_sessions
+        + (plan.sweep_total + plan.sweep_repeats * plan.sweep_reference if plan.sweep_total else 0)
+    )
+    return operations * per_op + phases * per_session
+
+
+def _estimate_line(plan: _Plan, adapter: str) -> str:
+    seconds = _estimate(plan, adapter)
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return (
+        f"{len(plan.points)} point(s) x {plan.rounds} round(s), -a {adapter}: about {took} on a "
+        "2-core machine (-n, -r and --sweep-users scale it)"
+    )
+
+
+def _check_plot(args: argparse.Namespace) -> None:
+    """``--plot`` writes next to ``--json PATH``, and needs matplotlib."""
+    if args.json is None or args.no_json:
+        raise BenchmarkError("--plot writes its charts next to the results: add --json PATH")
+    require_matplotlib()
 
 
 def _check_backend(backend: str) -> None:
@@ -358,7 +416,7 @@ def main(argv: Sequence[str]) -> int:
         for backend in plan.backends:
             _check_backend(backend)
         if args.plot:
-            require_matplotlib()
+            _check_plot(args)
     except BenchmarkError as exc:
         return _usage_error(exc)
 
@@ -367,6 +425,8 @@ def main(argv: Sequence[str]) -> int:
         print(
             "(install rich for a progress bar and tables: pip install 'assistant-sessions[bench]')"
         )
+    if not args.quiet:
+        print(_estimate_line(plan, args.adapter))
     started = datetime.now().astimezone()
     per_backend = (
         len(plan.points) // len(plan.backends) * plan.rounds * len(_run.SUBJECTS)
@@ -377,12 +437,16 @@ def main(argv: Sequence[str]) -> int:
     points: list[PointResult] = []
     memory: list[MemoryResult] = []
     sweeps: list[SweepResult] = []
+    # What the run writes to a Redis server is deleted at the end, however the run ends.
+    redis_keys = RedisKeyLog()
     try:
         with _workdir() as workdir:
             instances = itertools.count()
 
             def make_adapter() -> SessionStoreAdapter:
-                return factory(AdapterContext(workdir, args.adapter_url, next(instances)))
+                return factory(
+                    AdapterContext(workdir, args.adapter_url, next(instances), redis_keys)
+                )
 
             for backend in plan.backends:
                 specs = [p for p in plan.points if p.backend == backend]
@@ -398,6 +462,7 @@ def main(argv: Sequence[str]) -> int:
         return _usage_error(exc)
     finally:
         progress.stop()
+        redis_keys.delete_all()
 
     targets = evaluate_targets(points, memory, sweeps)
     render(points, memory, sweeps, targets, console)
@@ -414,27 +479,18 @@ def main(argv: Sequence[str]) -> int:
         "sweeps": [s.to_json() for s in sweeps],
         "targets": [attrs.asdict(t) for t in targets],
     }
-    if not args.no_json:
-        path = (
-            args.json or DEFAULT_RESULTS / f"{started:%Y%m%d-%H%M%S}-{'-'.join(_names(plan))}.json"
-        )
+    # Files only where asked: nothing is written under the current directory by default.
+    if args.json is not None and not args.no_json:
+        path = args.json
         write_json(path, document)
         print(f"results: {path}")
         if args.plot:
             for chart in write_plots(path.with_suffix(""), points):
                 print(f"chart: {chart}")
-    elif args.plot:
-        stem = DEFAULT_RESULTS / f"{started:%Y%m%d-%H%M%S}"
-        for chart in write_plots(stem, points):
-            print(f"chart: {chart}")
     if not ok:
         print("FAILED: a correctness check failed (see the table)", file=sys.stderr)
         return 1
     return 0
-
-
-def _names(plan: _Plan) -> list[str]:
-    return list(dict.fromkeys(p.workload for p in plan.points))
 
 
 async def _measure(
@@ -496,7 +552,7 @@ def _main_processes(args: argparse.Namespace) -> int:
                             workdir=workdir,
                             processes=processes,
                             users=users,
-                            operations=args.operations,
+                            operations=_operations(args, DEFAULT_OPERATIONS),
                             concurrency=concurrency,
                             backend=backend,
                             seed=args.seed,
@@ -507,7 +563,7 @@ def _main_processes(args: argparse.Namespace) -> int:
         return _usage_error(exc)
     print(
         f"resolve across processes [{backend}, {args.adapter}], U={users:,}, "
-        f"C={concurrency} per process, {args.operations:,} operations per run"
+        f"C={concurrency} per process, {_operations(args, DEFAULT_OPERATIONS):,} operations per run"
     )
     print(f"{'P':>3} {'store ops/s':>12} {'per-op ops/s':>13} {'ratio':>6}  exactly-once")
     by_key = {(r.processes, r.batched): r for r in results}
@@ -541,7 +597,7 @@ def _main_ceiling(args: argparse.Namespace) -> int:
             result = measure_write_ceiling(
                 workdir,
                 users=users,
-                operations=args.operations,
+                operations=_operations(args, DEFAULT_OPERATIONS),
                 concurrency=concurrency,
                 rounds=args.rounds,
                 seed=args.seed,
@@ -551,7 +607,7 @@ def _main_ceiling(args: argparse.Namespace) -> int:
         return _usage_error(exc)
     print(
         f"SQLite write ceiling: the adapter's own transactions, no store, U={users:,}, "
-        f"{result.commits:,} commits of {args.operations:,} resolves, "
+        f"{result.commits:,} commits of {_operations(args, DEFAULT_OPERATIONS):,} resolves, "
         f"synchronous={result.synchronous}"
     )
     print(f"{'round':>6} {f'{concurrency} per tx':>14} {'1 per tx':>10} {'ratio':>7}")

@@ -29,6 +29,7 @@ from assistant_sessions import SqliteSessionStoreAdapter, create_session_store
 from assistant_sessions.adapters.base import SessionStoreAdapter
 
 from ._adapters import BenchmarkError
+from ._cleanup import RedisKeyLog
 
 __all__ = ["ProcessesResult", "run_processes"]
 
@@ -36,6 +37,8 @@ __all__ = ["ProcessesResult", "run_processes"]
 SHARED_ADAPTERS: Final = ("redis", "sqlite")
 
 _READY_TIMEOUT: Final = 60.0
+
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 
 
 @attrs.frozen
@@ -69,7 +72,7 @@ def _make_adapter(
         from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
 
         return RedisSessionStoreAdapter(
-            url or "redis://127.0.0.1:6379/0", key_prefix=prefix, group_commit=batched
+            url or DEFAULT_REDIS_URL, key_prefix=prefix, group_commit=batched
         )
     return SqliteSessionStoreAdapter(path, group_commit=batched)
 
@@ -153,6 +156,42 @@ def run_processes(
         )
     prefix = f"bench-p-{uuid.uuid4().hex[:12]}"
     path = workdir / f"{prefix}.db"
+    redis_keys = RedisKeyLog()
+    if adapter == "redis":
+        redis_keys.record(url or DEFAULT_REDIS_URL, prefix)
+    try:
+        return _run_workers(
+            adapter=adapter,
+            url=url,
+            path=path,
+            prefix=prefix,
+            processes=processes,
+            users=users,
+            operations=operations,
+            concurrency=concurrency,
+            backend=backend,
+            seed=seed,
+            batched=batched,
+        )
+    finally:
+        # The workers' keys (SQLite's file goes with the work directory), however it ended.
+        redis_keys.delete_all()
+
+
+def _run_workers(
+    *,
+    adapter: str,
+    url: str | None,
+    path: Path,
+    prefix: str,
+    processes: int,
+    users: int,
+    operations: int,
+    concurrency: int,
+    backend: str,
+    seed: int,
+    batched: bool,
+) -> ProcessesResult:
     context = multiprocessing.get_context("spawn")
     start = context.Event()
     pipes, workers = [], []

@@ -155,14 +155,19 @@ def _tables(
                 t.name,
                 t.wanted,
                 "-" if t.value is None else f"{t.value:,.2f}",
-                {True: "met", False: "MISSED", None: "-"}[t.met],
+                {True: "met", False: "missed", None: "-"}[t.met],
                 t.where,
             ]
             for t in targets
         ]
-        tables.append(("Targets", ("target", "wanted", "measured", "", "where"), rows))
+        tables.append((_GOALS_TITLE, ("goal", "wanted", "measured", "", "where"), rows))
     return tables
 
+
+_GOALS_TITLE = (
+    "Design goals of the in-memory store at C=256 (a missed goal is not a failure: it depends "
+    "on the machine and its load; the exit status reflects only the correctness checks)"
+)
 
 _RATIO_NOTE = (
     "ops/s and latencies: medians over rounds. x lock, x floor, p99 x lock: medians of the "
@@ -201,7 +206,9 @@ def render(
         for i, column in enumerate(columns):
             table.add_column(column, justify="left" if i in (0, len(columns) - 1) else "right")
         for row in rows:
-            style = "bold red" if any("FAILED" in c or "MISSED" in c for c in row) else None
+            style = "bold red" if any("FAILED" in c for c in row) else None
+            if style is None and title == _GOALS_TITLE and row[3] == "missed":
+                style = "yellow"
             table.add_row(*map(escape, row), style=style)
         console.print(table)
     if points:

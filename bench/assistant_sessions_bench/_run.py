@@ -412,12 +412,15 @@ async def measure_sweep(
     seconds: list[float] = []
     reference_seconds: list[float] = []
     problems: list[str] = []
-    async with create_session_store(big, clock=big_clock) as big_store:
+    # No periodic sweeps: only the timed sweep_stale calls may move these sessions.
+    async with create_session_store(big, clock=big_clock, sweep_interval=None) as big_store:
         for batch in range(repeats):
             small = make_adapter()
             await populate(small, _sweep_data(reference, 1, reference, f"ref{batch}"))
             small_clock = _Clock(_EPOCH)
-            async with create_session_store(small, clock=small_clock) as small_store:
+            async with create_session_store(
+                small, clock=small_clock, sweep_interval=None
+            ) as small_store:
                 took, problem = await _timed_sweep(small_store, small_clock, 0, reference, gc_mode)
             reference_seconds.append(took)
             problems += [problem] if problem else []

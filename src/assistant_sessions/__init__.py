@@ -10,6 +10,7 @@ from ._host import SessionLookup, SurfacedSession
 from ._pages import SessionPages
 from ._runtime.events import EventKind, SessionEvent, Subscription
 from ._store import SessionStore
+from ._version import __version__ as __version__
 from .adapters.base import SessionStoreAdapter
 from .adapters.memory import InMemorySessionStoreAdapter
 from .adapters.sqlite import SqliteSessionStoreAdapter
@@ -23,6 +24,7 @@ from .errors import (
     SessionNotFoundError,
     SessionStateError,
     StoreClosedError,
+    WrongThreadError,
 )
 from .model import OperationStatistics, Session, SessionQuery, SessionState, StoreStatistics
 
@@ -54,6 +56,7 @@ __all__ = [
     "StoreStatistics",
     "Subscription",
     "SurfacedSession",
+    "WrongThreadError",
     "create_session_store",
     "default_affinity_resolver",
     "resolve_session",

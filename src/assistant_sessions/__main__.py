@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 
+from ._version import __version__
+
 __all__ = ["COMMANDS_GROUP", "main"]
 
 #: The entry-point group of the commands that plugins add.
@@ -47,9 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="assistant-sessions", description="Session continuity for async chat assistants."
     )
     parser.add_argument("command", choices=commands, help="what to run (see COMMAND --help)")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     if not args or args[0] in {"-h", "--help"}:
         parser.print_help()
         return 0 if args else 2
+    if args[0] == "--version":
+        print(f"assistant-sessions {__version__}")
+        return 0
     command, rest = args[0], args[1:]
     run: Callable[[Sequence[str]], int]
     if command in _BUILTIN:

@@ -66,7 +66,11 @@ def default_affinity_resolver(store: SessionStore) -> AffinityResolver:
 
 
 async def resolve_session(
-    message: object, store: SessionStore, resolver: SessionSelector | None = None
+    message: object,
+    store: SessionStore,
+    resolver: SessionSelector | None = None,
+    *,
+    attach_surface: bool = True,
 ) -> Session:
     """Resolve an inbound message to a session: reuse the best live one or create one, atomically.
 
@@ -75,9 +79,12 @@ async def resolve_session(
             ``surface_id`` and ``workspace_id``.
         store: The session store.
         resolver: The affinity rule; the default rule when ``None``.
+        attach_surface: Attach the message's surface to the session returned (default), as
+            :meth:`SessionStore.resolve` does.
 
     Raises:
-        InvalidInputError: ``message`` has no ``user_id``, or an id is not valid.
+        InvalidInputError: ``message`` has no ``user_id``, an id is not valid, or as
+            :meth:`SessionStore.resolve` (the chosen session's surfaces are full).
         InvalidTypeError: An id has the wrong type.
         StoreClosedError, AdapterError: As :meth:`SessionStore.resolve`.
     """
@@ -94,4 +101,5 @@ async def resolve_session(
         surface_id=fields["surface_id"],
         workspace_id=fields["workspace_id"],
         resolver=resolver,
+        attach_surface=attach_surface,
     )

@@ -20,10 +20,24 @@ def utc_now() -> datetime:
 
 
 def check_clock(clock: object) -> Clock:
-    """Return ``clock`` if it is callable and returns an aware ``datetime`` (called once)."""
+    """Return a clock of UTC times from ``clock``, which must be callable and return aware
+    ``datetime`` objects (it is called once here).
+
+    Its times are converted to UTC, as the store promises them (a clock in another zone gives
+    the same instants); one that is naive later raises ``InvalidInputError``.
+    """
     if clock is None:
         return utc_now
     if not callable(clock):
         raise InvalidTypeError(f"clock must be callable, not {type(clock).__name__}")
     check_aware(clock(), "clock()")
-    return clock
+    supplied: Clock = clock
+
+    def in_utc() -> datetime:
+        now = supplied()
+        if now.tzinfo is UTC:
+            return now
+        return check_aware(now, "clock()").astimezone(UTC)
+
+    in_utc.__wrapped__ = supplied  # type: ignore[attr-defined]
+    return in_utc

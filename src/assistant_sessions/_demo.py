@@ -21,8 +21,8 @@ async def _demo() -> None:
             {"user_id": "grace", "surface_id": "web-thread-2", "workspace_id": "acme"},
         ]
         for message in messages:
+            # The message's surface is attached to the session, in the same atomic step.
             session = await resolve_session(message, store)
-            await store.attach_surface(session.id, message["surface_id"])
             print(f"{message['user_id']:>6} via {message['surface_id']:<13} -> {session.id}")
         # Many concurrent messages of a new user still land in exactly one session.
         async with anyio.create_task_group() as tg:

@@ -20,10 +20,10 @@ def create_session_store(
     adapter: SessionStoreAdapter | None = None,
     *,
     default_ttl: float | timedelta = 3600,
-    sweep_interval: float | timedelta | None = None,
-    expire_after: float | timedelta | None = None,
+    sweep_interval: float | timedelta | None = 60,
+    expire_after: float | timedelta | None = 86400,
     clock: Clock | None = None,
-    purge_after: float | timedelta | None = None,
+    purge_after: float | timedelta | None = 30 * 86400,
     exclusive_surfaces: bool = True,
     max_surfaces: int = 64,
     max_metadata_bytes: int = 64 * 1024,
@@ -38,15 +38,22 @@ def create_session_store(
     Entering starts the store's task group (its supervisor and actors); leaving it waits for
     calls in flight, then stops every task. Nothing outlives the ``async with``.
 
+    By default sessions go stale on their own, as ``default_ttl`` promises: a sweep runs every
+    minute, suspends sessions idle longer than ``default_ttl``, expires sessions suspended for
+    a day and deletes sessions expired for 30 days, so storage does not grow forever with
+    sessions nobody will resume. Pass ``None`` for any of the three to turn that step off
+    (``sweep_interval=None``: nothing happens unless you call ``sweep_stale``).
+
     Args:
         adapter: Where sessions are kept; a new :class:`InMemorySessionStoreAdapter` if ``None``.
         default_ttl: Seconds (or a ``timedelta``) of inactivity after which ``sweep_stale``
             suspends an active session.
-        sweep_interval: Run a sweep this often (seconds or ``timedelta``); ``None``: never.
-        expire_after: With periodic sweeps, expire sessions suspended longer than this;
+        sweep_interval: Run a sweep this often (seconds or ``timedelta``; default 60 s);
             ``None``: never.
-        purge_after: With periodic sweeps, delete sessions expired longer than this;
-            ``None``: keep them.
+        expire_after: With periodic sweeps, expire sessions suspended longer than this
+            (default one day); ``None``: never.
+        purge_after: With periodic sweeps, delete sessions expired longer than this
+            (default 30 days); ``None``: keep them.
         exclusive_surfaces: A surface is attached to at most one live session of a user:
             attaching it to one session detaches it from the user's other sessions, atomically.
         max_surfaces: Most surfaces one session may have attached; attaching more is invalid

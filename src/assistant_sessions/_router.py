@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from threading import get_ident
 from time import perf_counter
 from typing import Any, Final, TypeVar, final
 
@@ -21,7 +22,7 @@ import anyio.lowlevel
 from ._core import Op
 from ._runtime import Runtime
 from .adapters.base import SessionStoreAdapter
-from .errors import SessionNotFoundError, StoreClosedError
+from .errors import SessionNotFoundError, StoreClosedError, WrongThreadError
 from .model import Session, SessionQuery
 
 __all__ = ["DRAIN_TIMEOUT", "Router"]
@@ -53,6 +54,8 @@ class Router:
         self._drained: anyio.Event | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._exit_stack: AsyncExitStack | None = None
+        #: The thread of the event loop the store was entered in.
+        self._thread: int | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -66,6 +69,7 @@ class Router:
             raise StoreClosedError("a store can be entered only once; create a new one")
         # Before the first await, so that a second entry from another task fails here too.
         self._status = _OPENING
+        self._thread = get_ident()
         try:
             async with AsyncExitStack() as stack:
                 await self._adapter.open()
@@ -107,7 +111,13 @@ class Router:
             raise
 
     def check_open(self) -> None:
-        """Raise :class:`StoreClosedError` unless the store is open."""
+        """Raise :class:`StoreClosedError` unless the store is open, and
+        :class:`WrongThreadError` in a thread other than its event loop's."""
+        if self._thread is not None and get_ident() != self._thread:
+            raise WrongThreadError(
+                "the store was called from another thread than its event loop's: use "
+                "anyio.from_thread.run(...) to call it from there"
+            )
         if self._status != _OPEN:
             raise StoreClosedError(
                 "the store is closed"
@@ -122,7 +132,7 @@ class Router:
         checkpoint of this call already)."""
         if not entered:
             await anyio.lowlevel.checkpoint()
-        if self._status != _OPEN:
+        if self._status != _OPEN or get_ident() != self._thread:
             self.check_open()
         histogram = self._recorder.histogram(op.kind)
         self.in_flight += 1
@@ -150,7 +160,7 @@ class Router:
     async def get(self, session_id: str) -> Session | None:
         """The committed session with this id, or ``None`` (the hot read, written out)."""
         await anyio.lowlevel.checkpoint()
-        if self._status != _OPEN:
+        if self._status != _OPEN or get_ident() != self._thread:
             self.check_open()
         self.in_flight += 1
         try:
@@ -161,7 +171,7 @@ class Router:
     async def find(self, query: SessionQuery) -> list[Session]:
         """Committed sessions matching ``query`` (the other hot read, written out)."""
         await anyio.lowlevel.checkpoint()
-        if self._status != _OPEN:
+        if self._status != _OPEN or get_ident() != self._thread:
             self.check_open()
         self.in_flight += 1
         try:
@@ -172,7 +182,7 @@ class Router:
     async def read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """Await ``read(*args)`` (a sweep, or any other read of the storage port) in flight."""
         await anyio.lowlevel.checkpoint()
-        if self._status != _OPEN:
+        if self._status != _OPEN or get_ident() != self._thread:
             self.check_open()
         self.in_flight += 1
         try:

@@ -31,6 +31,7 @@ from ._router import Router
 from ._runtime import Runtime
 from ._runtime.events import EventKind, Subscription
 from ._validate import (
+    check_bool,
     check_duration,
     check_id,
     check_optional_id,
@@ -136,7 +137,7 @@ class SessionStore:
         *,
         user_id: str | None = None,
         workspace_id: str | None = None,
-        state: SessionState | str | None = None,
+        state: SessionState | str | Iterable[SessionState | str] | None = None,
         surface_id: str | None = None,
         active_after: datetime | None = None,
         limit: int = 50,
@@ -146,13 +147,13 @@ class SessionStore:
         Args:
             user_id: Only this user's sessions.
             workspace_id: Only sessions of this workspace.
-            state: Only sessions in this state (a :class:`SessionState` or its value).
+            state: Only sessions in this state, or any of these (:class:`SessionState` or value).
             surface_id: Only sessions with this surface attached.
             active_after: Only sessions last active after this aware ``datetime``.
             limit: At most this many sessions (at least 1).
 
         Raises:
-            InvalidInputError: ``limit < 1``, an unknown state, an empty id, a naive datetime.
+            InvalidInputError: ``limit < 1``, an unknown or no state, an empty id, a naive datetime.
             InvalidTypeError: An argument has the wrong type.
             StoreClosedError: The store is not open.
             AdapterError: The storage failed.
@@ -298,7 +299,7 @@ class SessionStore:
         *,
         user_id: str | None = None,
         workspace_id: str | None = None,
-        state: SessionState | str | None = None,
+        state: SessionState | str | Iterable[SessionState | str] | None = None,
         surface_id: str | None = None,
         active_after: datetime | None = None,
         page_size: int = 100,
@@ -320,7 +321,7 @@ class SessionStore:
         self,
         *,
         user_id: str | None = None,
-        kinds: Iterable[EventKind | str] | None = None,
+        kinds: EventKind | str | Iterable[EventKind | str] | None = None,
         buffer_size: int = 1000,
     ) -> Subscription:
         """Subscribe to lifecycle events of this store.
@@ -333,7 +334,7 @@ class SessionStore:
 
         Args:
             user_id: Only this user's events.
-            kinds: Only these :class:`EventKind` (or their values).
+            kinds: Only this :class:`EventKind` (or its value), or only these.
             buffer_size: Events kept for a slow reader (at least 1).
 
         Raises:
@@ -354,6 +355,7 @@ class SessionStore:
         surface_id: str | None = None,
         workspace_id: str | None = None,
         resolver: SessionSelector | None = None,
+        attach_surface: bool = True,
     ) -> Session:
         """Lookup-or-create, atomically: return the user's best live session, touched, or a
         new one.
@@ -361,7 +363,8 @@ class SessionStore:
         Among the user's created, active and suspended sessions in ``workspace_id`` (``None``
         matches only sessions without a workspace), the most recently active one attached to
         ``surface_id`` wins, else the most recently active one; it is touched and returned. If
-        there is none, a session is created with ``surface_id`` attached. The whole step is one
+        there is none, a session is created. ``surface_id`` is attached to the session returned
+        as by :meth:`attach_surface`, unless ``attach_surface=False``. The whole step is one
         turn of the user's actor, so concurrent resolves of one user create at most one session.
 
         Args:
@@ -371,10 +374,11 @@ class SessionStore:
             resolver: Chooses among the candidates instead of the default rule (see
                 :class:`SessionSelector`); it runs inside the actor's turn, so it must not call
                 the store.
+            attach_surface: ``False``: ``surface_id`` only guides the choice.
 
         Raises:
-            InvalidInputError: An id is not valid, or the resolver returned a session that was
-                not one of its candidates.
+            InvalidInputError: An id is not valid, the resolver returned a non-candidate, or the
+                chosen session has ``max_surfaces`` surfaces, not ``surface_id`` (nothing changed).
             InvalidTypeError: An argument has the wrong type.
             StoreClosedError: The store is not open.
             AdapterError: The storage failed; nothing changed.
@@ -389,6 +393,7 @@ class SessionStore:
             check_optional_id(workspace_id, "workspace_id"),
             check_optional_id(surface_id, "surface_id"),
             resolver,
+            attach=check_bool(attach_surface, "attach_surface"),
         )
         result: Session = await self._router.call(op)
         return result

@@ -7,7 +7,7 @@ for a wrong value, naming the argument.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
@@ -21,17 +21,35 @@ MAX_ID_LENGTH: Final = 512
 #: Deepest nesting of metadata values the store accepts.
 MAX_METADATA_DEPTH: Final = 32
 
+#: Largest metadata integers the store accepts, in bits (about 4,200 decimal digits).
+MAX_INT_BITS: Final = 14_000
+
+#: Largest ``limit`` the store accepts: what SQLite's 64-bit integers take.
+MAX_LIMIT: Final = 2**63 - 1
+
+#: Longest duration (ttl, interval, age) the store accepts: a thousand years, so that "now
+#: minus a duration" stays a valid ``datetime`` for centuries to come.
+MAX_DURATION: Final = timedelta(days=1000 * 365)
+_MAX_SECONDS: Final = MAX_DURATION.total_seconds()
+
 
 def check_id(value: object, name: str) -> str:
-    """Return ``value`` if it is a non-empty string of at most :data:`MAX_ID_LENGTH` characters."""
+    """Return ``value`` if it is a non-blank string of at most :data:`MAX_ID_LENGTH` characters,
+    valid Unicode, without NUL (``"\\x00"``: SQLite's indexes cut text there, so no adapter
+    could match such an id exactly).
+
+    A ``str`` subclass gives its string value (never what its ``__str__`` returns).
+    """
     if type(value) is not str:
         if isinstance(value, str):
-            return check_id(str(value), name)
+            return check_id(str.__str__(value), name)
         raise InvalidTypeError(f"{name} must be a str, not {type(value).__name__}")
     if not value or len(value) > MAX_ID_LENGTH or value.isspace():
         raise InvalidInputError(
             f"{name} must be a non-blank string of at most {MAX_ID_LENGTH} characters"
         )
+    if "\x00" in value:
+        raise InvalidInputError(f"{name} must not contain NUL ('\\x00')")
     if not value.isascii():
         _check_unicode(value, name)
     return value
@@ -64,12 +82,35 @@ def check_state(value: object) -> SessionState:
         raise InvalidInputError(f"unknown state {value!r}; expected one of {allowed}") from None
 
 
+def check_states(value: object) -> frozenset[SessionState]:
+    """Return the states named by ``value``: one state (a member or its string value) or any
+    iterable of them, at least one."""
+    if isinstance(value, SessionState | str):
+        return frozenset((check_state(value),))
+    if not isinstance(value, Iterable):
+        raise InvalidTypeError(
+            "state must be a SessionState, a str or an iterable of them, "
+            f"not {type(value).__name__}"
+        )
+    states = frozenset(check_state(item) for item in value)
+    if not states:
+        raise InvalidInputError("state must name at least one state")
+    return states
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is a ``bool``."""
+    if not isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
 def check_limit(value: object) -> int:
-    """Return ``value`` if it is an ``int`` of at least 1."""
+    """Return ``value`` if it is an ``int`` from 1 to :data:`MAX_LIMIT`."""
     if type(value) is not int:
         raise InvalidTypeError(f"limit must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise InvalidInputError(f"limit must be at least 1, got {value}")
+    if not 1 <= value <= MAX_LIMIT:
+        raise InvalidInputError(f"limit must be from 1 to {MAX_LIMIT}, got {value}")
     return value
 
 
@@ -80,6 +121,10 @@ def check_duration(value: object, name: str) -> timedelta:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise InvalidInputError(f"{name} must be finite, got {value}")
+        if not 0 < value <= _MAX_SECONDS:
+            raise InvalidInputError(
+                f"{name} must be positive and at most {_MAX_SECONDS} seconds, got {value}"
+            )
         duration = timedelta(seconds=value)
     else:
         raise InvalidTypeError(
@@ -87,6 +132,8 @@ def check_duration(value: object, name: str) -> timedelta:
         )
     if duration <= timedelta(0):
         raise InvalidInputError(f"{name} must be positive, got {value!r}")
+    if duration > MAX_DURATION:
+        raise InvalidInputError(f"{name} must be at most {MAX_DURATION}, got {duration}")
     return duration
 
 
@@ -124,6 +171,8 @@ def _freeze_mapping(value: Mapping[Any, Any], path: str, depth: int) -> Mapping[
     for key, item in value.items():
         if not isinstance(key, str):
             raise InvalidTypeError(f"{path} keys must be str, not {type(key).__name__}")
+        if type(key) is not str:
+            key = str.__str__(key)  # the string value, whatever the subclass does
         if not key.isascii():
             _check_unicode(key, f"{path} key {key!r}")
         frozen[key] = _freeze_value(item, f"{path}[{key!r}]", depth + 1)
@@ -134,10 +183,17 @@ def _freeze_value(value: object, path: str, depth: int) -> Any:
     if depth > MAX_METADATA_DEPTH:
         raise InvalidInputError(f"{path} is nested deeper than {MAX_METADATA_DEPTH} levels")
     if isinstance(value, str):
+        if type(value) is not str:
+            value = str.__str__(value)  # the string value, whatever the subclass does
         if not value.isascii():
             _check_unicode(value, path)
         return value
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        # Python writes no int of more than 4,300 digits as text (nor reads one back).
+        if value.bit_length() > MAX_INT_BITS:
+            raise InvalidInputError(f"{path} is an integer of more than {MAX_INT_BITS} bits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -171,7 +227,7 @@ def check_query(
     return SessionQuery(
         user_id=check_optional_id(user_id, "user_id"),
         workspace_id=check_optional_id(workspace_id, "workspace_id"),
-        state=None if state is None else check_state(state),
+        state=None if state is None else check_states(state),
         surface_id=check_optional_id(surface_id, "surface_id"),
         active_after=None if active_after is None else check_aware(active_after, "active_after"),
         limit=check_limit(limit),

@@ -17,6 +17,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionStateError",
     "StoreClosedError",
+    "WrongThreadError",
 ]
 
 
@@ -65,6 +66,15 @@ class StoreClosedError(SessionError):
 
     This is the *you closed it* error; failures of the storage behind the store are
     :class:`AdapterError`.
+    """
+
+
+class WrongThreadError(SessionError, RuntimeError):
+    """The store was called from a thread other than the one running its event loop.
+
+    A store belongs to the event loop it was entered in. From another thread, call it through
+    that loop: ``anyio.from_thread.run(store.get, session_id)`` (with a portal, or from a
+    worker thread started by ``anyio.to_thread.run_sync``).
     """
 
 

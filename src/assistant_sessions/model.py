@@ -7,7 +7,7 @@ builds a new one. Nothing a caller holds can change what is stored.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -80,17 +80,30 @@ class Session:
         return self.state is not SessionState.EXPIRED
 
 
+def _state_set(
+    value: SessionState | Iterable[SessionState] | None,
+) -> frozenset[SessionState] | None:
+    """``SessionQuery.state`` as a frozenset (hashable, so the query stays hashable)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return frozenset((SessionState(value),))
+    return frozenset(SessionState(state) for state in value)
+
+
 @attrs.frozen(slots=True)
 class SessionQuery:
     """Filters of :meth:`SessionStore.find <assistant_sessions.SessionStore.find>`.
 
     A ``None`` filter matches everything. Results are ordered by ``last_activity_at``, most
-    recent first (ties broken by ``id``), and cut to ``limit``.
+    recent first (ties broken by ``id``), and cut to ``limit``. ``state`` is a frozenset of
+    states (a session matches if its state is any of them); one :class:`SessionState`, or any
+    iterable of them, is converted to one.
     """
 
     user_id: str | None = None
     workspace_id: str | None = None
-    state: SessionState | None = None
+    state: frozenset[SessionState] | None = attrs.field(default=None, converter=_state_set)
     surface_id: str | None = None
     active_after: datetime | None = None
     limit: int = 50
@@ -103,7 +116,7 @@ class SessionQuery:
         return (
             (self.user_id is None or session.user_id == self.user_id)
             and (self.workspace_id is None or session.workspace_id == self.workspace_id)
-            and (self.state is None or session.state is self.state)
+            and (self.state is None or session.state in self.state)
             and (self.surface_id is None or self.surface_id in session.attached_surfaces)
             and (self.active_after is None or session.last_activity_at > self.active_after)
             and (self.after is None or (session.last_activity_at, session.id) < self.after)

@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+try:
+    from opentelemetry import metrics
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
+    if exc.name is None or not exc.name.startswith("opentelemetry"):
+        raise
+    raise ModuleNotFoundError(
+        "assistant_sessions.otel needs OpenTelemetry: pip install 'assistant-sessions[otel]'",
+        name=exc.name,
+    ) from exc
 
 from ._store import SessionStore
 from .model import StoreStatistics

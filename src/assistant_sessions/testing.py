@@ -188,6 +188,45 @@ class AdapterContract:
         assert await ids(user_id="u1", after=(t[0], "a")) == []
 
     @pytest.mark.anyio
+    async def test_find_matches_any_of_several_states(self, opened: SessionStoreAdapter) -> None:
+        t = [_EPOCH + timedelta(seconds=i) for i in range(6)]
+        states = (
+            SessionState.CREATED,
+            SessionState.ACTIVE,
+            SessionState.SUSPENDED,
+            SessionState.EXPIRED,
+        )
+        u1 = tuple(
+            _session(f"{state.value[0]}1", "u1", t[i], state=state)
+            for i, state in enumerate(states)
+        )
+        u2 = (
+            _session("c2", "u2", t[4], state=SessionState.CREATED, workspace_id="w"),
+            _session("a2", "u2", t[5], state=SessionState.ACTIVE, workspace_id="w"),
+        )
+        await self._commit(opened, UserCommit("u1", 0, u1), UserCommit("u2", 0, u2))
+
+        async def ids(*wanted: SessionState, **filters: object) -> list[str]:
+            query = SessionQuery(state=frozenset(wanted), **filters)  # type: ignore[arg-type]
+            return [s.id for s in await opened.find(query)]
+
+        live = (SessionState.CREATED, SessionState.ACTIVE)
+        assert await ids(*live) == ["a2", "c2", "a1", "c1"]
+        assert await ids(*live, user_id="u1") == ["a1", "c1"]
+        assert await ids(*live, limit=3) == ["a2", "c2", "a1"]
+        assert await ids(*live, after=(t[4], "c2")) == ["a1", "c1"]
+        assert await ids(*live, workspace_id="w") == ["a2", "c2"]
+        assert await ids(SessionState.SUSPENDED, SessionState.EXPIRED) == ["e1", "s1"]
+        assert await ids(SessionState.CREATED, SessionState.EXPIRED) == ["c2", "e1", "c1"]
+        assert await ids(SessionState.ACTIVE, SessionState.SUSPENDED, user_id="u2") == ["a2"]
+        assert await ids(*states) == ["a2", "c2", "e1", "s1", "a1", "c1"]
+        # One state in a set is the same query as that state alone.
+        assert await ids(SessionState.SUSPENDED) == ["s1"]
+        assert SessionQuery(state=SessionState.SUSPENDED) == SessionQuery(
+            state=frozenset((SessionState.SUSPENDED,))
+        )
+
+    @pytest.mark.anyio
     async def test_due_returns_oldest_first_by_state_clock(
         self, opened: SessionStoreAdapter
     ) -> None:
@@ -213,6 +252,35 @@ class AdapterContract:
         assert [s.id for s in await opened.due(SessionState.SUSPENDED, t[5], 10)] == ["s"]
 
     @pytest.mark.anyio
+    async def test_due_pages_by_state_clock_and_id(self, opened: SessionStoreAdapter) -> None:
+        t = [_EPOCH + timedelta(seconds=i) for i in range(3)]
+        # Ties of one clock are ordered by id, whoever owns them and whenever they were written.
+        await self._commit(
+            opened,
+            UserCommit("u2", 0, (_session("d", "u2", t[1]),)),
+            UserCommit("u1", 0, (_session("e", "u1", t[1]), _session("b", "u1", t[1]))),
+            UserCommit("u3", 0, (_session("c", "u3", t[0]), _session("f", "u3", t[1]))),
+            UserCommit("u4", 0, (_session("a", "u4", t[2]),)),
+        )
+        end = t[2] + timedelta(seconds=1)
+        every = [s.id for s in await opened.due(SessionState.ACTIVE, end, 10)]
+        assert every == ["c", "b", "d", "e", "f", "a"]
+        pages: list[str] = []
+        after: tuple[datetime, str] | None = None
+        while page := await opened.due(SessionState.ACTIVE, end, 2, after=after):
+            assert len(page) <= 2
+            pages += [s.id for s in page]
+            after = (page[-1].last_activity_at, page[-1].id)
+        assert pages == every
+        assert [
+            s.id for s in await opened.due(SessionState.ACTIVE, t[2], 10, after=(t[1], "d"))
+        ] == [
+            "e",
+            "f",
+        ]
+        assert await opened.due(SessionState.ACTIVE, end, 10, after=(t[2], "a")) == []
+
+    @pytest.mark.anyio
     async def test_due_forgets_sessions_that_changed(self, opened: SessionStoreAdapter) -> None:
         old = _session("a", "u1", _EPOCH)
         await self._commit(opened, UserCommit("u1", 0, (old,)))
@@ -227,6 +295,21 @@ class AdapterContract:
         await self._commit(opened, UserCommit("u1", 2, (suspended,)))
         assert await opened.due(SessionState.ACTIVE, cutoff, 10) == []
         assert [s.id for s in await opened.due(SessionState.SUSPENDED, cutoff, 10)] == ["a"]
+
+    @pytest.mark.anyio
+    async def test_an_adapter_opened_twice_works_until_closed_twice(
+        self, adapter: SessionStoreAdapter
+    ) -> None:
+        # Two stores sharing the adapter: the first to close does not close it for the other.
+        await adapter.open()
+        await adapter.open()
+        await adapter.aclose()
+        try:
+            s = _session("a", "u1", _EPOCH)
+            await self._commit(adapter, UserCommit("u1", 0, (s,)))
+            assert await adapter.get("a") == s
+        finally:
+            await adapter.aclose()
 
     @pytest.mark.anyio
     async def test_data_survives_close_and_reopen(self, adapter: SessionStoreAdapter) -> None:

@@ -272,6 +272,12 @@ class Resolve:
     Candidates are the user's created, active and suspended sessions whose workspace equals
     ``workspace_id`` (``None`` matches ``None``). Without a selector, the most recently active
     candidate attached to ``surface_id`` wins, else the most recently active one.
+
+    With ``attach`` (the default) ``surface_id`` is attached to the session returned, in the
+    same turn: to a new one at creation, to a reused one as :class:`AttachSurface` would (with
+    exclusive surfaces it is detached from the user's other live sessions; a reused session
+    that already has ``max_surfaces`` attached makes the resolve invalid input, and the turn
+    changes nothing). Without it the surface only guides the choice.
     """
 
     kind: ClassVar[str] = "resolve"
@@ -280,19 +286,30 @@ class Resolve:
     surface_id: str | None
     selector: SessionSelector | None
     new_id: str | None = None
+    attach: bool = True
 
     def apply(self, tx: Transaction) -> Session:
         workspace_id = self.workspace_id
+        surface_id = self.surface_id if self.attach else None
         if self.selector is None:
             chosen = select_default(tx.sessions.values(), self.surface_id, workspace_id)
         else:
             chosen = self._select_custom(tx)
         if chosen is not None:
+            if surface_id is not None and surface_id not in chosen.attached_surfaces:
+                if len(chosen.attached_surfaces) >= tx.policy.max_surfaces:
+                    raise InvalidInputError(
+                        f"session {chosen.id!r} already has the maximum of "
+                        f"{tx.policy.max_surfaces} surfaces attached; resolve with "
+                        "attach_surface=False or detach one first"
+                    )
+                _claim_surface(tx, surface_id, chosen.id)
+                chosen = _with(chosen, attached_surfaces=(*chosen.attached_surfaces, surface_id))
             return _activate(tx, chosen, "resolve")
         session_id = self.new_id or new_session_id()
         if session_id in tx.sessions:
             raise SessionConflictError(session_id)
-        return _create(tx, self.user_id, session_id, workspace_id, self.surface_id, EMPTY_METADATA)
+        return _create(tx, self.user_id, session_id, workspace_id, surface_id, EMPTY_METADATA)
 
     def _select_custom(self, tx: Transaction) -> Session | None:
         assert self.selector is not None

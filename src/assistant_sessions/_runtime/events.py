@@ -224,15 +224,23 @@ class EventBus:
         *,
         buffer_size: int = 1000,
         user_id: str | None = None,
-        kinds: Iterable[EventKind | str] | None = None,
+        kinds: EventKind | str | Iterable[EventKind | str] | None = None,
     ) -> Subscription:
-        """Add a subscription (see :meth:`SessionStore.subscribe`)."""
+        """Add a subscription (see :meth:`SessionStore.subscribe`). ``kinds`` is one kind or
+        an iterable of kinds (a ``str`` is one kind, never an iterable of letters)."""
         if type(buffer_size) is not int:
             raise InvalidTypeError(f"buffer_size must be an int, not {type(buffer_size).__name__}")
         if buffer_size < 1:
             raise InvalidInputError(f"buffer_size must be at least 1, got {buffer_size}")
         wanted: frozenset[EventKind] | None = None
         if kinds is not None:
+            if isinstance(kinds, str):  # EventKind is a str too
+                kinds = (kinds,)
+            elif not isinstance(kinds, Iterable):
+                raise InvalidTypeError(
+                    f"kinds must be an event kind or an iterable of them, not "
+                    f"{type(kinds).__name__}"
+                )
             try:
                 wanted = frozenset(EventKind(k) for k in kinds)
             except ValueError as exc:

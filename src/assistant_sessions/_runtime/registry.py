@@ -117,7 +117,10 @@ class ActorRegistry:
     def storage_failed(self, user_id: str, exc: AdapterError) -> None:
         """Count and log a storage failure met for ``user_id`` (its callers get the error)."""
         self._recorder.adapter_errors += 1
-        logger.warning("adapter error for user %r: %s", user_id, exc, exc_info=exc)
+        # An expected failure, raised to the callers too: one line, no traceback (that goes to
+        # the debug level, for whoever looks into the storage).
+        logger.warning("adapter error for user %r: %s", user_id, exc)
+        logger.debug("the adapter error for user %r in full", user_id, exc_info=exc)
 
     # -- retirement ----------------------------------------------------------------------------
 

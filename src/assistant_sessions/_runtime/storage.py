@@ -23,6 +23,7 @@ loop drive the turn, which is markedly cheaper on the hot path.)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import suppress
 from datetime import datetime
@@ -148,9 +149,17 @@ class Storage:
             return await self.adapter.find(query)
         return await self.read(self.adapter.find, query)
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
-        """Sweep candidates (see :meth:`read`)."""
-        return await self.read(self.adapter.due, state, before, limit)
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        """Sweep candidates, after the keyset ``after`` if given (see :meth:`read`)."""
+        return await self.read(
+            functools.partial(self.adapter.due, after=after), state, before, limit
+        )
 
     async def read(self, read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """Await ``read(*args)`` so that the caller can leave at any time.

@@ -15,6 +15,7 @@ from datetime import timedelta
 import anyio
 from anyio.abc import TaskStatus
 
+from ..errors import ActorFailedError, AdapterError
 from .registry import ActorRegistry
 from .sweeps import Sweeper
 
@@ -56,6 +57,9 @@ class Supervisor:
                 next_sweep = now + sweep_period
                 try:
                     await self._sweeper.sweep_once()
+                except (AdapterError, ActorFailedError) as exc:
+                    # Expected failures, each logged where it was met: no traceback here.
+                    logger.warning("periodic sweep failed (%s); retrying at the next interval", exc)
                 except Exception:
                     # Whatever broke (even an adapter raising something other than
                     # AdapterError), periodic upkeep must not take the store, and the

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from .._clock import Clock
 from .._core import ExpireSuspended, Op, Purge, SuspendStale
+from ..adapters.base import state_clock
 from ..errors import ActorFailedError, AdapterError
 from ..model import Session, SessionState
 from .metrics import Recorder
@@ -115,16 +116,17 @@ class Sweeper:
         failures: list[Exception],
     ) -> list[Session]:
         moved: list[Session] = []
-        seen: set[str] = set()
+        # Keyset paging: each batch starts past the last candidate of the one before, so
+        # candidates left in place (their owner's turn failed) cannot hide the ones after them.
+        after: tuple[datetime, str] | None = None
         while True:
-            candidates = [
-                s for s in await self._storage.due(state, cutoff, SWEEP_BATCH) if s.id not in seen
-            ]
+            candidates = await self._storage.due(state, cutoff, SWEEP_BATCH, after)
             if not candidates:
                 return moved
+            last = candidates[-1]
+            after = (state_clock(last), last.id)
             by_user: defaultdict[str, list[str]] = defaultdict(list)
             for session in candidates:
-                seen.add(session.id)
                 by_user[session.user_id].append(session.id)
             for user_id, ids in by_user.items():
                 # A user whose turn fails (broken actor, storage error for that user) must not

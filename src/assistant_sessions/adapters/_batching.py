@@ -33,6 +33,7 @@ the SQLite adapter does), which then alone touches them until ``run`` returns.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar, final
@@ -86,9 +87,14 @@ class Job(Generic[P, R]):
 def _failure(exc: BaseException) -> AdapterError:
     """A job's own exception for a run that raised ``exc`` before setting the job's outcome."""
     if isinstance(exc, AdapterError):
-        # A storage failure of the whole batch: each job gets a copy, keeping the cause.
-        error = AdapterError(str(exc))
+        # A storage failure of the whole batch: each job gets a copy (of the same class where it
+        # can be copied), keeping the cause.
+        try:
+            error = copy.copy(exc)
+        except Exception:  # an __init__ that the copy cannot call
+            error = AdapterError(str(exc))
         error.__cause__ = exc.__cause__ or exc
+        error.__traceback__ = None
     else:
         error = AdapterError(f"a batch failed: {type(exc).__name__}: {exc}")
         error.__cause__ = exc

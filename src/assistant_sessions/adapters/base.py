@@ -32,13 +32,18 @@ Indexed queries
     :meth:`~SessionStoreAdapter.due` for sweeps: the oldest sessions of one state whose *state
     clock* (``last_activity_at`` for created and active sessions, ``state_changed_at`` for
     suspended and expired ones) is before a cutoff, read in bounded batches from an index
-    ordered by that clock -- never by scanning every session. Queries see committed data only.
-    A sweep re-checks each candidate inside its owner's actor before changing it, so ``due`` may
-    return a candidate that is no longer stale.
+    ordered by that clock -- never by scanning every session. ``due`` orders its results by
+    ``(state clock, id)`` and pages by keyset: with ``after=(clock, id)`` (those of the last
+    session of the previous page) it returns only sessions that sort after it, so a sweep makes
+    progress past candidates it could not change (an empty page is the end). Queries see
+    committed data only. A sweep re-checks each candidate inside its owner's actor before
+    changing it, so ``due`` may return a candidate that is no longer stale.
 
 Lifetime
     A store calls :meth:`~SessionStoreAdapter.open` when its ``async with`` starts and
-    :meth:`~SessionStoreAdapter.aclose` when it ends. Adapters can be opened again after closing.
+    :meth:`~SessionStoreAdapter.aclose` when it ends. Adapters can be opened again after closing,
+    and one adapter may serve several stores at once: each ``open`` is matched by one
+    ``aclose``, in any order, and the adapter keeps working until the last one.
 
 Adapters translate driver errors into :class:`~assistant_sessions.AdapterError` (keeping the
 driver's exception as ``__cause__``); a row that cannot be decoded fails with ``AdapterError``
@@ -138,12 +143,24 @@ class SessionStoreAdapter(Protocol):
         """Return the committed session with this id, or ``None``."""
 
     async def find(self, query: SessionQuery) -> list[Session]:
-        """Return committed sessions matching ``query``, most recently active first."""
+        """Return committed sessions matching ``query``, most recently active first.
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+        ``query.state`` is ``None`` or a frozenset of states: a session in any of them matches
+        (:meth:`SessionQuery.matches` is the reference).
+        """
+
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
         """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``.
 
-        Oldest first; see the module documentation.
+        Ordered by ``(state clock, id)``; with ``after``, only the sessions that sort after that
+        key (keyset paging). See the module documentation.
         """
 
 

@@ -58,26 +58,42 @@ class DueIndex:
         if self._order.pop(session_id, None) is None and self._stray_keys:
             self._stray_keys.pop(session_id, None)
 
-    def oldest(self, before: datetime, limit: int) -> list[str]:
-        """Up to ``limit`` session ids with a key before ``before``, oldest first."""
+    def oldest(
+        self, before: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[str]:
+        """Up to ``limit`` session ids with a key before ``before``, ordered by (key, id); with
+        ``after``, only those whose (key, id) sorts after it.
+
+        Paging with ``after`` steps over the entries before it, which costs in proportion to
+        them: a sweep pages past only the candidates it could not change (the others left this
+        index).
+        """
         found: list[tuple[datetime, str]] = []
         for session_id, key in self._order.items():
-            if key >= before or len(found) >= limit:
+            if key >= before:
+                break
+            if after is not None and (key, session_id) <= after:
+                continue
+            # Keys are in order here, ties in insertion order: take every tie of the last key.
+            if len(found) >= limit and key != found[-1][0]:
                 break
             found.append((key, session_id))
         if self._stray_keys:
-            found.extend(self._strays(before, limit))
-            found.sort()
-            del found[limit:]
+            found.extend(self._strays(before, limit, after))
+        found.sort()
+        del found[limit:]
         return [session_id for _, session_id in found]
 
-    def _strays(self, before: datetime, limit: int) -> list[tuple[datetime, str]]:
+    def _strays(
+        self, before: datetime, limit: int, after: tuple[datetime, str] | None
+    ) -> list[tuple[datetime, str]]:
         heap, keys = self._stray, self._stray_keys
         valid: list[tuple[datetime, str]] = []
+        passed: list[tuple[datetime, str]] = []
         while heap and len(valid) < limit and heap[0][0] < before:
             entry = heapq.heappop(heap)
             if keys.get(entry[1]) == entry[0]:
-                valid.append(entry)
-        for entry in valid:  # reading must not consume: put the live ones back
+                (passed if after is not None and entry <= after else valid).append(entry)
+        for entry in (*valid, *passed):  # reading must not consume: put the live ones back
             heapq.heappush(heap, entry)
         return valid

@@ -150,12 +150,29 @@ class InMemorySessionStoreAdapter:
         await anyio.lowlevel.checkpoint()
         return self.find_nowait(query)
 
-    def due_nowait(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
-        """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``."""
+    def due_nowait(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``,
+        ordered by (state clock, id), after ``after`` if given."""
         sessions = self._sessions
-        return [sessions[session_id] for session_id in self._due[state].oldest(before, limit)]
+        ids = self._due[state].oldest(before, limit, after)
+        return [sessions[session_id] for session_id in ids]
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
-        """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``."""
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``,
+        ordered by (state clock, id), after ``after`` if given."""
         await anyio.lowlevel.checkpoint()
-        return self.due_nowait(state, before, limit)
+        return self.due_nowait(state, before, limit, after=after)

@@ -71,9 +71,22 @@ Lifetime
     :meth:`~RedisSessionStoreAdapter.open` enters the driver's task group, and
     :meth:`~RedisSessionStoreAdapter.aclose` leaves it, so both must run in the same task and
     not inside a cancel scope opened in between, as a store does around its ``async with``.
+    One adapter may serve several stores at once, like the other adapters: each ``open`` makes
+    a client of its own and the matching ``aclose`` closes it, in any order, once the requests
+    in flight on it have ended (requests use the oldest client still open).
 
 .. _coredis: https://coredis.readthedocs.io
 """
+
+try:
+    import coredis as _coredis  # noqa: F401  # the optional driver, checked before the rest
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
+    if exc.name != "coredis":
+        raise
+    raise ModuleNotFoundError(
+        "the Redis adapter needs coredis: pip install 'assistant-sessions[redis]'",
+        name=exc.name,
+    ) from exc
 
 from .adapter import RedisSessionStoreAdapter
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from functools import partial
 from typing import Any, Final, TypeAlias, TypeVar, final
 from urllib.parse import unquote, urlsplit
 
@@ -90,8 +89,29 @@ def _close_layout_streams(client: object) -> None:
 
 
 @final
+class _Opened:
+    """One ``open`` of a :class:`Connection`: its client, entered by the task that opened it
+    (which must leave it), and the requests it has in flight."""
+
+    __slots__ = ("client", "closing", "idle", "in_flight", "stack", "task")
+
+    def __init__(self, client: Client, stack: contextlib.AsyncExitStack, task: int) -> None:
+        self.client = client
+        self.stack = stack
+        self.task = task
+        self.in_flight = 0
+        self.closing = False
+        self.idle: anyio.Event | None = None
+
+
+@final
 class Connection:
-    """One adapter's client of a Redis server or cluster, from ``open`` to ``aclose``.
+    """One adapter's clients of a Redis server or cluster, from ``open`` to ``aclose``.
+
+    Each ``open`` (each store using the adapter) makes a client of its own, entered in the
+    opening task, and its ``aclose`` leaves that client in the same task, after the requests in
+    flight on it have ended (new ones go to another open client). Requests use the oldest
+    client still open, so several stores can share one adapter, closing in any order.
 
     Args:
         url: Where Redis is (for a cluster, any one node).
@@ -118,47 +138,58 @@ class Connection:
         # The longest a request may take: waiting for a pool slot, connecting, and the reply.
         # The driver's own timeouts end it sooner; this only backs them up.
         self._request_bound = connect_timeout + 2 * command_timeout
-        self._client: Client | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._opened: list[_Opened] = []
 
     async def open(self, check: Callable[[], Awaitable[object]]) -> None:
         """Connect, then await ``check()``; if either fails, disconnect again.
 
         Raises:
-            AdapterError: Already open, or Redis is unreachable (or whatever ``check`` raises).
+            AdapterError: Redis is unreachable (or whatever ``check`` raises).
         """
-        if self._client is not None:
-            raise AdapterError("the Redis adapter is already open")
         client = self._make_client()
         client.connection_pool.connection_class = _closing(client.connection_pool.connection_class)
         stack = contextlib.AsyncExitStack()
+        opened = _Opened(client, stack, anyio.get_current_task().id)
         try:
             with self.errors("connect to"):
                 stack.callback(_close_layout_streams, client)
                 await stack.enter_async_context(client)
-                self._client = client
+                self._opened.append(opened)
                 await check()
         except BaseException:
-            self._client = None
+            if opened in self._opened:
+                self._opened.remove(opened)
             # Not under a cancel scope of ours: the driver's task group must be left in the
             # scope it was entered in.
             with contextlib.suppress(Exception):
                 await stack.aclose()
             raise
-        self._stack = stack
 
     async def aclose(self) -> None:
-        """Close every connection. Closing twice is harmless.
+        """Close the client this task opened (else the newest one), once its requests in flight
+        have ended. Closing more often than opening is harmless.
 
         Raises:
             AdapterError: The driver failed while disconnecting.
         """
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is None:
+        task = anyio.get_current_task().id
+        candidates = [o for o in reversed(self._opened) if not o.closing]
+        opened = next((o for o in candidates if o.task == task), None) or next(
+            iter(candidates), None
+        )
+        if opened is None:
             await anyio.lowlevel.checkpoint()
             return
+        opened.closing = True
+        try:
+            if opened.in_flight:
+                opened.idle = anyio.Event()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._request_bound):
+                    await opened.idle.wait()
+        finally:
+            self._opened.remove(opened)
         with self.errors("disconnect from"):
-            await stack.aclose()
+            await opened.stack.aclose()
 
     def _make_client(self) -> Client:
         options: dict[str, Any] = {
@@ -186,21 +217,28 @@ class Connection:
         return coredis.Redis.from_url(self._url, retry_policy=NoRetryPolicy(), **options)
 
     def require(self) -> Client:
-        """The open client.
+        """The client requests use: the oldest one open.
 
         Raises:
             AdapterError: The connection is not open.
         """
-        client = self._client
-        if client is None:
-            raise AdapterError("the Redis adapter is not open")
-        return client
+        return self._current().client
+
+    def _current(self) -> _Opened:
+        for opened in self._opened:
+            if not opened.closing:
+                return opened
+        raise AdapterError("the Redis adapter is not open")
 
     @contextlib.contextmanager
     def errors(self, doing: str) -> Iterator[None]:
         """Translate driver errors into :class:`AdapterError` (keeping them as the cause)."""
         try:
             yield
+        except _ScriptFailed as exc:
+            raise AdapterError(
+                f"could not {doing} Redis at {self._url}: {exc.detail}"
+            ) from exc.__cause__
         except AdapterError:
             raise
         except BaseException as exc:
@@ -209,34 +247,40 @@ class Connection:
             detail = str(exc) or type(exc).__name__
             raise AdapterError(f"could not {doing} Redis at {self._url}: {detail}") from exc
 
-    async def _to_the_end(self, request: Callable[[], Awaitable[_T]]) -> _T:
-        """Run ``request`` to its end, then let a cancellation of the caller take effect.
+    async def _to_the_end(self, request: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Run ``request(client)`` on the current client to its end, then let a cancellation
+        of the caller take effect.
 
         Raises:
+            AdapterError: The connection is not open.
             TimeoutError: It took longer than connecting and two command timeouts.
         """
-        with anyio.CancelScope(shield=True), anyio.fail_after(self._request_bound):
-            result = await request()
+        opened = self._current()
+        opened.in_flight += 1
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._request_bound):
+                result = await request(opened.client)
+        finally:
+            opened.in_flight -= 1
+            if opened.idle is not None and not opened.in_flight:
+                opened.idle.set()
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
 
     async def call(self, request: Callable[[Client], Awaitable[_T]]) -> _T:
         """Run one command, ``request(client)``, to its end (driver errors are left to
         :meth:`errors`)."""
-        client = self.require()
-        return await self._to_the_end(lambda: request(client))
+        return await self._to_the_end(request)
 
     async def eval(self, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
         """Run ``script`` to its end (driver errors are left to :meth:`errors`)."""
-        client = self.require()
-        return await self._to_the_end(partial(_eval, client, script, keys, args))
+        return await self._to_the_end(lambda client: _eval(client, script, keys, args))
 
     async def pipeline(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
         """Run commands in one round trip (one per node in a cluster), to its end; raise the
         first error."""
-        client = self.require()
 
-        async def run() -> list[Any]:
+        async def run(client: Client) -> list[Any]:
             if len(calls) <= 1:
                 return [await call(client) for call in calls]
             async with client.pipeline(transaction=False) as pipe:
@@ -246,29 +290,69 @@ class Connection:
         return await self._to_the_end(run)
 
     async def send_batch(self, jobs: list[Job[Sequence[ScriptCall], list[Any]]]) -> None:
-        """Send the script calls of ``jobs`` in one pipeline; each job gets its own replies.
+        """Send the script calls of ``jobs`` in one pipeline; each job gets its own outcome.
 
-        This runs the adapter's :class:`~assistant_sessions.adapters._batching.Batcher`.
+        This runs the adapter's :class:`~assistant_sessions.adapters._batching.Batcher`. A
+        script that fails (say, a key of its user holds the wrong type) fails its own job
+        alone: every other job gets its replies.
 
         Raises:
-            AdapterError: Redis failed (the batcher fails every job with a copy of it).
+            AdapterError: Redis failed as a whole (the batcher fails every job with a copy).
         """
-        replies = await self.send_scripts([call for job in jobs for call in job.payload])
+        replies = await self._settled([call for job in jobs for call in job.payload])
         start = 0
         for job in jobs:
             end = start + len(job.payload)
-            job.succeed(replies[start:end])
+            failed = _first_failure(replies[start:end])
+            if failed is None:
+                job.succeed(replies[start:end])
+            else:
+                job.fail(_ScriptFailed(self._url, failed))
             start = end
 
     async def send_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run several scripts in one pipeline, to its end; the replies in order.
 
         Raises:
-            AdapterError: Redis failed; which scripts ran is unknown.
+            AdapterError: Redis failed, or one of the scripts did; which scripts ran is unknown.
         """
-        client = self.require()
-        with self.errors("send scripts to"):
-            return await self._to_the_end(partial(_eval_many, client, calls))
+        replies = await self._settled(calls)
+        failed = _first_failure(replies)
+        if failed is not None:
+            raise _ScriptFailed(self._url, failed)
+        return replies
+
+    async def _settled(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """The reply of each script, or the driver error it failed with (see
+        :func:`_eval_many`).
+
+        Raises:
+            AdapterError: Redis failed as a whole.
+        """
+        try:
+            return await self._to_the_end(lambda client: _eval_many(client, calls))
+        except BaseException as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise _ScriptFailed(self._url, exc) from exc
+
+
+class _ScriptFailed(AdapterError):
+    """Scripts failed in Redis. :meth:`Connection.errors` turns it into an ``AdapterError``
+    that says what the caller was doing; until then (in a batch) it is passed on as it is."""
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        self.url = url
+        self.detail = str(cause) or type(cause).__name__
+        super().__init__(f"a script failed in Redis at {url}: {self.detail}")
+        self.__cause__ = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copied for each job of a failed batch
+        return (_ScriptFailed, (self.url, self.__cause__))
+
+
+def _first_failure(replies: Sequence[Any]) -> BaseException | None:
+    return next((r for r in replies if isinstance(r, _SCRIPT_ERRORS)), None)
 
 
 async def _eval(client: Client, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
@@ -279,16 +363,30 @@ async def _eval(client: Client, script: Script, keys: list[bytes], args: list[by
         return await client.eval(script.source, keys, args)
 
 
+#: The errors of one script in a pipeline: its reply, not a failure of the others.
+_SCRIPT_ERRORS: Final = (RedisError, TimeoutError)
+
+
 async def _eval_many(client: Client, calls: Sequence[ScriptCall]) -> list[Any]:
-    """Run several scripts in one pipeline, re-running those the server did not know."""
+    """Run several scripts in one pipeline, re-running those the server did not know.
+
+    Each entry is the script's reply, or the driver error it alone failed with: one script's
+    error must not hide the others' outcomes (they ran).
+    """
     if len(calls) == 1:
-        return [await _eval(client, *calls[0])]
+        try:
+            return [await _eval(client, *calls[0])]
+        except _SCRIPT_ERRORS as exc:
+            return [exc]
     async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
         requests = [pipe.evalsha(script.sha, keys, args) for script, keys, args in calls]
     replies: list[Any] = []
     for (script, keys, args), request in zip(calls, requests, strict=True):
         try:
-            replies.append(await request)
-        except NoScriptError:
-            replies.append(await client.eval(script.source, keys, args))
+            try:
+                replies.append(await request)
+            except NoScriptError:
+                replies.append(await client.eval(script.source, keys, args))
+        except _SCRIPT_ERRORS as exc:
+            replies.append(exc)
     return replies

@@ -50,41 +50,98 @@ async def _fetch(
     return found
 
 
+def _by_score(key: bytes, low: float, high: float, count: int | None = None) -> methodcaller:
+    """A ZRANGE BYSCORE (with scores) of ``key`` from ``low`` to ``high``, first ``count``."""
+    if count is None:
+        return methodcaller("zrange", key, low, high, sortby=PureToken.BYSCORE, withscores=True)
+    return methodcaller(
+        "zrange",
+        key,
+        low,
+        high,
+        sortby=PureToken.BYSCORE,
+        withscores=True,
+        offset=0,
+        count=count,
+    )
+
+
+async def _due_entries(
+    redis: Connection,
+    keys: KeyLayout,
+    state: SessionState,
+    highest: int,
+    count: int,
+    cursor: tuple[int, str] | None,
+) -> list[tuple[int, str, bytes]]:
+    """The first ``count`` due-index entries with a score up to ``highest`` that sort after
+    ``cursor``, as (score, session id, member), ordered by (score, id)."""
+    indexes = [keys.due_key(k, state) for k in range(keys.buckets)]
+    low = float("-inf") if cursor is None else cursor[0] + 1  # scores are integers
+    calls = [_by_score(key, low, highest, count) for key in indexes]
+    if cursor is not None and cursor[0] <= highest:
+        # A zset orders the ties of one score by member, not by id: read all of the cursor's.
+        calls += [_by_score(key, cursor[0], cursor[0]) for key in indexes]
+    replies = await redis.pipeline(calls)
+    found: dict[bytes, int] = {}
+    for reply in replies[: len(indexes)]:
+        found.update((entry, int(score)) for entry, score in reply)
+    for reply in replies[len(indexes) :]:
+        for entry, score in reply:
+            if cursor is not None and from_bytes(split_member(entry)[1]) > cursor[1]:
+                found[entry] = int(score)
+    # A full reply may have cut the ties of its last score short: read all of them.
+    full = [
+        (key, reply[-1][1])
+        for key, reply in zip(indexes, replies, strict=False)
+        if len(reply) >= count
+    ]
+    if full:
+        for reply in await redis.pipeline([_by_score(key, last, last) for key, last in full]):
+            found.update((entry, int(score)) for entry, score in reply)
+    ordered = sorted(
+        (score, from_bytes(split_member(entry)[1]), entry) for entry, score in found.items()
+    )
+    return ordered[:count]
+
+
 async def due(
-    redis: Connection, keys: KeyLayout, state: SessionState, before: datetime, limit: int
+    redis: Connection,
+    keys: KeyLayout,
+    state: SessionState,
+    before: datetime,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
 ) -> list[Session]:
-    """Up to ``limit`` sessions in ``state`` with a state clock before ``before``, oldest first.
+    """Up to ``limit`` sessions in ``state`` with a state clock before ``before``, ordered by
+    (state clock, id), after ``after`` if given (keyset paging).
+
+    Index entries whose session changed since are dropped and reading goes on past them, so a
+    short page means there is no more.
 
     Raises:
         AdapterError: A session cannot be decoded (driver errors are the caller's to translate).
     """
     highest = to_micros(before) - 1
-    replies = await redis.pipeline(
-        [
-            methodcaller(
-                "zrange",
-                keys.due_key(k, state),
-                float("-inf"),
-                highest,
-                sortby=PureToken.BYSCORE,
-                withscores=True,
-                offset=0,
-                count=limit,
-            )
-            for k in range(keys.buckets)
-        ]
-    )
-    oldest = heapq.nsmallest(
-        limit, ((int(score), entry) for reply in replies for entry, score in reply)
-    )
-    sessions = await _fetch(redis, keys, [entry for _, entry in oldest])
-    result = []
-    for _, entry in oldest:
-        session = sessions.get(entry)
-        # A session may have changed since the index was read: only current ones count.
-        if session is not None and session.state is state and state_clock(session) < before:
-            result.append(session)
+    cursor = None if after is None else (to_micros(after[0]), after[1])
+    result: list[Session] = []
+    while len(result) < limit:
+        count = limit - len(result)
+        entries = await _due_entries(redis, keys, state, highest, count, cursor)
+        sessions = await _fetch(redis, keys, [entry for _, _, entry in entries])
+        for _, _, entry in entries:
+            session = sessions.get(entry)
+            # A session may have changed since the index was read: only current ones count.
+            if session is not None and session.state is state and state_clock(session) < before:
+                result.append(session)
+        if len(entries) < count:
+            break
+        cursor = (entries[-1][0], entries[-1][1])
     return result
+
+
+#: The states whose due index is ordered by last activity.
+_BY_ACTIVITY: Final = frozenset((SessionState.CREATED, SessionState.ACTIVE))
 
 
 async def scan(redis: Connection, keys: KeyLayout, query: SessionQuery) -> list[Session]:
@@ -93,10 +150,15 @@ async def scan(redis: Connection, keys: KeyLayout, query: SessionQuery) -> list[
     Raises:
         AdapterError: A session cannot be decoded (driver errors are the caller's to translate).
     """
-    state = query.state
-    # For created and active sessions the state clock is the last activity: use that index.
-    if state is SessionState.CREATED or state is SessionState.ACTIVE:
-        indexes = [keys.due_key(k, state) for k in range(keys.buckets)]
+    states = query.state
+    # For created and active sessions the state clock is the last activity: use those indexes
+    # (one walk per state and bucket, merged below, as the buckets are).
+    if states is not None and states <= _BY_ACTIVITY:
+        indexes = [
+            keys.due_key(k, state)
+            for state in sorted(states, key=lambda s: s.value)
+            for k in range(keys.buckets)
+        ]
     else:
         indexes = [keys.recency_key(k) for k in range(keys.buckets)]
     lowest = float("-inf") if query.active_after is None else to_micros(query.active_after) + 1

@@ -372,10 +372,18 @@ class RedisSessionStoreAdapter:
                 raw = await self._redis.call(lambda client: client.hget(sessions_key, sid))
         return None if raw is None else decode_session(raw, session_id)
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
         """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``.
 
-        Oldest first. Reads ``limit`` index entries per bucket (pipelined), then the oldest
+        Ordered by (state clock, id), after ``after`` if given. Reads ``limit`` index entries
+        per bucket (pipelined; all the ties of a clock where a read stops), then the first
         ``limit`` sessions among them.
 
         Raises:
@@ -385,7 +393,7 @@ class RedisSessionStoreAdapter:
         """
         self._redis.require()  # with no buckets yet, the walk would find nothing
         with self._redis.errors("read sweep candidates from"):
-            return await queries.due(self._redis, self._keys, state, before, limit)
+            return await queries.due(self._redis, self._keys, state, before, limit, after)
 
     async def find(self, query: SessionQuery) -> list[Session]:
         """Return committed sessions matching ``query``, most recently active first.

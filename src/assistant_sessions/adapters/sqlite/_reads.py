@@ -81,14 +81,15 @@ def find(query: SessionQuery) -> Read:
     """
     clauses: list[str] = []
     parameters: list[Any] = []
-    for column, value in (
-        ("user_id", query.user_id),
-        ("workspace_id", query.workspace_id),
-        ("state", None if query.state is None else query.state.value),
-    ):
+    for column, value in (("user_id", query.user_id), ("workspace_id", query.workspace_id)):
         if value is not None:
             clauses.append(f"{column} = ?")
             parameters.append(value)
+    if query.state is not None:
+        # One state or several: an IN list, which the (state, ...) index serves either way.
+        states = sorted(state.value for state in query.state)
+        clauses.append(f"state IN ({', '.join('?' * len(states))})")
+        parameters.extend(states)
     if query.surface_id is not None:
         clauses.append("id IN (SELECT session_id FROM session_surfaces WHERE surface_id = ?)")
         parameters.append(query.surface_id)
@@ -112,25 +113,30 @@ def find(query: SessionQuery) -> Read:
     return read
 
 
-def due(state: SessionState, before: datetime, limit: int) -> Read:
-    """The read of up to ``limit`` sessions of ``state`` with a state clock before ``before``.
+def due(
+    state: SessionState,
+    before: datetime,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> Read:
+    """The read of up to ``limit`` sessions of ``state`` with a state clock before ``before``,
+    ordered by (state clock, id), and after ``after`` if given (keyset paging).
 
     Rows that do not decode are skipped (and logged), so one damaged session cannot stop
     sweeps; reading goes on past them until ``limit`` sessions are found.
     """
-    cutoff = to_micros(before)
-    first = (
-        "SELECT id, user_id, data, state_clock FROM sessions "
-        "WHERE state = ? AND state_clock < ? ORDER BY state_clock, id LIMIT ?"
-    )
-    after = (
-        "SELECT id, user_id, data, state_clock FROM sessions "
-        "WHERE state = ? AND state_clock < ? AND (state_clock, id) > (?, ?) "
-        "ORDER BY state_clock, id LIMIT ?"
-    )
+    clauses = ["state = ?", "state_clock < ?"]
+    parameters: list[Any] = [state.value, to_micros(before)]
+    if after is not None:
+        clauses.append("(state_clock, id) > (?, ?)")
+        parameters.extend((to_micros(after[0]), after[1]))
+    select = "SELECT id, user_id, data, state_clock FROM sessions WHERE"
+    order = "ORDER BY state_clock, id LIMIT ?"
+    first = f"{select} {' AND '.join(clauses)} {order}"
+    more = f"{select} {' AND '.join([*clauses, '(state_clock, id) > (?, ?)'])} {order}"
 
     def read(connection: sqlite3.Connection) -> list[Session]:
-        return _read_past_damaged(connection, first, after, (state.value, cutoff), limit, "a sweep")
+        return _read_past_damaged(connection, first, more, parameters, limit, "a sweep")
 
     return read
 

@@ -349,16 +349,24 @@ class SqliteSessionStoreAdapter:
         result: list[Session] = await self._database().reads.submit(reads.find(query))
         return result
 
-    async def due(self, state: SessionState, before: datetime, limit: int) -> list[Session]:
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
         """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``.
 
-        Oldest first, read from the ``(state, state_clock)`` index. Sessions that do not
-        decode are skipped and logged.
+        Ordered by (state clock, id), after ``after`` if given, read from the ``(state,
+        state_clock, id)`` index. Sessions that do not decode are skipped and logged.
 
         Raises:
             AdapterError: The database failed or is not open.
 
         Cancellation: as :meth:`load_user`.
         """
-        result: list[Session] = await self._database().reads.submit(reads.due(state, before, limit))
+        read = reads.due(state, before, limit, after)
+        result: list[Session] = await self._database().reads.submit(read)
         return result
