@@ -14,6 +14,7 @@ waits for storage shows up as a late return (with the time it took) instead of a
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -489,3 +490,35 @@ async def test_calls_return_at_their_deadline_while_redis_is_paused(
             again = await resolve_agrees(store, clock, user, "web")
             if user == "u":
                 assert again.id == kept.id
+
+
+# -- the store's own scope is cancelled ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_cancelling_the_stores_own_scope_comes_out_as_cancellation(
+    seed: int, redis_server: RedisServer, key_prefix: str
+) -> None:
+    """``move_on_after`` around the whole ``async with``, with calls in flight at every moment:
+    the scope catches its cancellation, and no storage error escapes it."""
+    rng = random.Random(seed)
+    completed = 0
+    for attempt in range(8):
+        adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=f"{key_prefix}{attempt}")
+        done = 0
+
+        async def client(store: SessionStore, i: int) -> None:
+            nonlocal done
+            while True:
+                session = await store.resolve(user_id=f"u{i % 7}", surface_id=f"s{i}")
+                await store.get(session.id)
+                await store.touch(session.id)
+                done += 1
+
+        with anyio.fail_after(TEST_BOUND), anyio.move_on_after(rng.uniform(0.02, 0.2)) as scope:
+            async with create_session_store(adapter) as store, anyio.create_task_group() as tg:
+                for i in range(30):
+                    tg.start_soon(client, store, i)
+        assert scope.cancelled_caught
+        completed += done
+    assert completed > 0  # calls were in flight when the scopes were cancelled
