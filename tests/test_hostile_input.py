@@ -1,5 +1,5 @@
 """Hostile values fed to the whole public API: only documented errors come out, a refused call
-changes nothing, and what a call accepted reads back exactly -- on the memory and SQLite
+changes nothing, and what a call accepted reads back exactly -- on the memory, SQLite and Redis
 adapters, on asyncio and on trio."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _fault_adapter import Storage, make_adapter
+from _fault_adapter import Storage, adapter_kinds, make_adapter, redis_url
 from assistant_sessions import (
     InvalidInputError,
     InvalidTypeError,
@@ -173,9 +173,10 @@ async def _snapshot(store: SessionStore) -> list[Session]:
     return await store.find(limit=10_000)
 
 
-async def _run(kind: str, directory: Path, batch: list[tuple[str, Call]]) -> None:
+async def _run(kind: str, directory: Path, url: str | None, batch: list[tuple[str, Call]]) -> None:
     clock = FakeClock()
-    adapter = make_adapter(kind, Storage(directory))
+    # A new storage (directory, or Redis key prefix) for every example.
+    adapter = make_adapter(kind, Storage(directory, url))
     async with create_session_store(adapter, clock=clock, sweep_interval=None) as store:
         await store.create(user_id="u1", id="s1", initial_surface_id="web")
         await store.create(user_id="u2", id="s2", workspace_id="w")
@@ -194,9 +195,13 @@ async def _run(kind: str, directory: Path, batch: list[tuple[str, Call]]) -> Non
             clock.advance(1)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", adapter_kinds())
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_hostile_input_gets_only_documented_errors(kind: str, backend: str) -> None:
+def test_hostile_input_gets_only_documented_errors(
+    kind: str, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = redis_url(kind, request)
+
     @settings(
         max_examples=50,
         deadline=None,
@@ -205,6 +210,6 @@ def test_hostile_input_gets_only_documented_errors(kind: str, backend: str) -> N
     @given(st.lists(calls, min_size=1, max_size=6))
     def check(batch: list[tuple[str, Call]]) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            anyio.run(_run, kind, Path(directory), batch, backend=backend)
+            anyio.run(_run, kind, Path(directory), url, batch, backend=backend)
 
     check()
