@@ -32,7 +32,7 @@ from assistant_sessions import (
 )
 from assistant_sessions.adapters import sqlite as sqlite_adapter
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
-from assistant_sessions_bench import _cli, _run, main
+from assistant_sessions_bench import _options, _run, main
 from assistant_sessions_bench._adapters import (
     AdapterContext,
     AdapterEntry,
@@ -44,6 +44,7 @@ from assistant_sessions_bench._adapters import (
 )
 from assistant_sessions_bench._ceiling import measure_write_ceiling
 from assistant_sessions_bench._check import check_exactly_once
+from assistant_sessions_bench._memory import measure_memory
 from assistant_sessions_bench._report import render
 from assistant_sessions_bench._results import (
     PointResult,
@@ -52,13 +53,8 @@ from assistant_sessions_bench._results import (
     evaluate_targets,
     percentile,
 )
-from assistant_sessions_bench._run import (
-    SUBJECTS,
-    Subject,
-    measure_memory,
-    measure_sweep,
-    run_point,
-)
+from assistant_sessions_bench._run import SUBJECTS, Subject, run_point
+from assistant_sessions_bench._sweep import measure_sweep
 from assistant_sessions_bench._workload import (
     ATTACH,
     DETACH,
@@ -392,22 +388,25 @@ def test_command_writes_no_file_unless_asked(
 def test_durable_adapters_default_to_about_a_minute_and_the_run_says_how_long(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    parser = _cli.build_parser()
-    sqlite = _cli._plan(parser.parse_args(["-a", "sqlite"]))
-    memory = _cli._plan(parser.parse_args([]))
+    parser = _options.build_parser()
+    sqlite = _options._plan(parser.parse_args(["-a", "sqlite"]))
+    memory = _options._plan(parser.parse_args([]))
     assert [p.operations for p in sqlite.points] == [20_000]
     assert sqlite.sweep_total == 20_000
     assert [p.operations for p in memory.points] == [100_000]
     assert memory.sweep_total == 100_000
-    assert 30 <= _cli._estimate(sqlite, "sqlite") <= 90
-    assert _cli._estimate(memory, "memory") <= 60
-    explicit = _cli._plan(parser.parse_args(["-a", "sqlite", "-n", "500", "--sweep-users", "7"]))
+    assert 30 <= _options._estimate(sqlite, "sqlite") <= 90
+    assert _options._estimate(memory, "memory") <= 60
+    explicit = _options._plan(
+        parser.parse_args(["-a", "sqlite", "-n", "500", "--sweep-users", "7"])
+    )
     assert [p.operations for p in explicit.points] == [500]
     assert explicit.sweep_total == 7
     # Not quiet: the estimate comes first.
     assert main([*_TINY[:-1], "--memory-sessions", "0", "--sweep-users", "0"]) == 0
-    first = capsys.readouterr().out.lstrip().splitlines()[0]
-    assert "-a memory: about " in first
+    head = capsys.readouterr().out.lstrip().splitlines()[:2]
+    # First, or right after the hint to install rich where it is missing.
+    assert any("-a memory: about " in line for line in head), head
 
 
 def test_missed_goals_are_labelled_as_goals_not_failures(
@@ -473,7 +472,7 @@ def test_plot_writes_charts_or_says_what_to_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "out.json"
-    args = [*_TINY, "-u", "20,40", "--memory-sessions", "0", "--sweep-users", "0"]
+    args = [*_TINY, "-u", "20,40", "-c", "4,8", "--memory-sessions", "0", "--sweep-users", "0"]
     assert main([*args, "--plot"]) == 2  # charts go next to --json PATH, and only there
     assert "add --json PATH" in capsys.readouterr().err
     status = main([*args, "--plot", "--json", str(path)])
@@ -485,6 +484,7 @@ def test_plot_writes_charts_or_says_what_to_install(
         assert status == 0
         assert (tmp_path / "out-latency.png").read_bytes().startswith(b"\x89PNG")
         assert (tmp_path / "out-scaling.png").read_bytes().startswith(b"\x89PNG")
+        assert (tmp_path / "out-concurrency.png").read_bytes().startswith(b"\x89PNG")
 
 
 async def test_prefill_is_shared_not_copied(anyio_backend: str) -> None:

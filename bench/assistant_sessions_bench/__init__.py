@@ -18,13 +18,18 @@ Run ``assistant-sessions bench --help`` for the options. The modules:
 
 * ``_workload``: the seeded operations and prefill;
 * ``_baselines``: the floor and the lock store;
-* ``_run``: the timed runs, the memory phase and the sweep phase;
+* ``_run``: the subjects and their timed runs;
+* ``_memory``: the memory phase (heap per session and per actor, idle retirement);
+* ``_sweep``: the sweep phase;
 * ``_check``: the exactly-once check;
 * ``_results``: result types, medians, ratios, targets, JSON;
 * ``_adapters``: the registry of adapter factories (``--adapter``);
 * ``_processes``: several worker processes on shared storage (``--processes``);
 * ``_ceiling``: the SQLite write ceiling (``--write-ceiling``);
-* ``_report`` and ``_cli``: tables, charts and the command line.
+* ``_report``: tables, charts and the JSON file;
+* ``_options``: the argument parser, the plan of points and phases, and its time estimate;
+* ``_cli``: the command line, :func:`main`: runs the plan (or ``--processes``,
+  ``--write-ceiling``) and prints the results.
 """
 
 from __future__ import annotations

@@ -246,7 +246,8 @@ def require_matplotlib() -> None:
 
 def write_plots(stem: Path, points: Sequence[PointResult]) -> list[Path]:
     """Write ``<stem>-latency.png`` (latency CDF per subject and point) and, when the points
-    cover several user counts, ``<stem>-scaling.png`` (throughput against U, log axis).
+    cover several user counts, ``<stem>-scaling.png`` (throughput against U, log axis), and when
+    they cover several concurrencies, ``<stem>-concurrency.png`` (throughput against C).
     """
     import matplotlib
 
@@ -276,26 +277,39 @@ def write_plots(stem: Path, points: Sequence[PointResult]) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
+    for axis in ("users", "concurrency"):
+        chart = _throughput_plot(stem, points, axis)
+        if chart is not None:
+            written.append(chart)
+    return written
+
+
+def _throughput_plot(stem: Path, points: Sequence[PointResult], axis: str) -> Path | None:
+    """Throughput of each subject against ``axis`` (``users`` or ``concurrency``), one line per
+    subject and the point's other settings; ``None`` when the points have one value of it."""
+    if len({getattr(p.spec, axis) for p in points}) < 2:
+        return None
+    import matplotlib.pyplot as plt
+
+    other = "concurrency" if axis == "users" else "users"
     series: dict[str, list[tuple[int, float]]] = {}
     for point in points:
         spec = point.spec
         for name in point.runs:
-            key = f"{name} ({spec.workload}, {spec.backend}, C={spec.concurrency})"
-            series.setdefault(key, []).append((spec.users, point.summary(name).throughput))
-    if len({p.spec.users for p in points}) > 1:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for key, values in series.items():
-            values.sort()
-            ax.plot([u for u, _ in values], [t for _, t in values], marker="o", label=key)
-        ax.set_xscale("log")
-        ax.set_xlabel("users (U)")
-        ax.set_ylabel("operations per second")
-        ax.set_ylim(bottom=0)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = stem.with_name(f"{stem.name}-scaling.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
+            key = f"{name} ({spec.workload}, {spec.backend}, {other}={getattr(spec, other):,})"
+            series.setdefault(key, []).append((getattr(spec, axis), point.summary(name).throughput))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for key, values in series.items():
+        values.sort()
+        ax.plot([x for x, _ in values], [t for _, t in values], marker="o", label=key)
+    ax.set_xscale("log")
+    ax.set_xlabel("users (U)" if axis == "users" else "concurrent clients (C)")
+    ax.set_ylabel("operations per second")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = stem.with_name(f"{stem.name}-{'scaling' if axis == 'users' else 'concurrency'}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

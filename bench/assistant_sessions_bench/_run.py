@@ -1,4 +1,4 @@
-"""The measured phases: timed runs of each subject, the memory phase and the sweep phase.
+"""The timed runs: each subject, on the same workload, round after round.
 
 A *subject* is one of the things measured: the floor, the lock store, or the store itself.
 Every subject gets a new adapter, filled with the same prefill, and then the same operations:
@@ -6,7 +6,8 @@ concurrent subjects from ``concurrency`` client tasks that take the next operati
 closed loop), the floor from one task calling it directly. Latency is measured per operation,
 throughput over the whole timed phase. Each timed phase starts from a collected heap; with
 ``gc="freeze"`` the prefill (the same for every subject) is moved out of the cyclic collector's
-way for the phase, while everything the run creates (tasks, actors) is still collected.
+way for the phase, while everything the run creates (tasks, actors) is still collected. The
+memory phase is in :mod:`._memory`, the sweep phase in :mod:`._sweep`.
 """
 
 from __future__ import annotations
@@ -15,45 +16,27 @@ import gc
 import statistics
 import sys
 import time
-import tracemalloc
 from array import array
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final, final
 
 import anyio
 import attrs
 
-from assistant_sessions import (
-    InMemorySessionStoreAdapter,
-    Session,
-    SessionState,
-    create_session_store,
-)
+from assistant_sessions import InMemorySessionStoreAdapter, create_session_store
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
 
 from ._adapters import BenchmarkError
 from ._baselines import FloorStore, LockStore
 from ._check import check_exactly_once
-from ._results import (
-    FLOOR,
-    LOCK,
-    STORE,
-    MemoryResult,
-    PointResult,
-    PointSpec,
-    SubjectRun,
-    SweepResult,
-)
+from ._results import FLOOR, LOCK, STORE, PointResult, PointSpec, SubjectRun
 from ._workload import ATTACH, DETACH, FIND, RESOLVE, UPDATE, Operation, Workload, build_workload
 
 __all__ = [
     "IDLE_SUBSCRIBER",
     "SUBJECTS",
     "Subject",
-    "measure_memory",
-    "measure_sweep",
     "peak_rss",
     "populate",
     "run_point",
@@ -63,8 +46,6 @@ __all__ = [
 #: Commits per adapter call when filling an adapter before a run.
 _FILL_BATCH: Final = 1000
 
-#: Where the sweep phase's clock starts.
-_EPOCH: Final = datetime(2026, 1, 1, tzinfo=UTC)
 
 AdapterMaker = Callable[[], SessionStoreAdapter]
 
@@ -289,155 +270,6 @@ async def run_point(
             runs[subject.name].append(run)
             on_run(run)
     return PointResult(spec, workload.counts(), runs, peak_rss())
-
-
-def _traced() -> int:
-    gc.collect()
-    return tracemalloc.get_traced_memory()[0]
-
-
-async def measure_memory(
-    backend: str,
-    adapter_name: str,
-    make_adapter: AdapterMaker,
-    sessions: int,
-    *,
-    idle_after: float = 0.05,
-) -> MemoryResult:
-    """Traced heap per stored idle session and per live actor, then check idle retirement.
-
-    One store resolves ``sessions`` new users (one session and one live actor each); leaving
-    it drops the actors but not the sessions. A second store with a short ``idle_after``
-    resolves them again and must retire every actor once they are idle.
-    """
-    adapter = make_adapter()
-    tracemalloc.start()
-    try:
-        async with create_session_store(adapter, idle_after=3600) as store:
-            before = _traced()
-            # The ids are made here so their strings count: the store keeps them.
-            for i in range(sessions):
-                await store.resolve(user_id=f"mem-{i:07d}")
-            with_actors = _traced()
-            live = store.statistics().live_actors
-        without_actors = _traced()
-    finally:
-        tracemalloc.stop()
-    if live != sessions:
-        raise BenchmarkError(f"expected {sessions} live actors, found {live}")
-    async with create_session_store(adapter, idle_after=idle_after) as store:
-        for i in range(sessions):
-            await store.resolve(user_id=f"mem-{i:07d}")
-        began = time.perf_counter()
-        retired = False
-        with anyio.move_on_after(max(10.0, 100 * idle_after)):
-            # Polling is the point: retirement is the supervisor's periodic work, not an event.
-            while store.statistics().live_actors:  # noqa: ASYNC110
-                await anyio.sleep(idle_after / 2)
-            retired = True
-        waited = time.perf_counter() - began
-    return MemoryResult(
-        backend=backend,
-        adapter=adapter_name,
-        sessions=sessions,
-        bytes_per_session=(without_actors - before) / sessions,
-        bytes_per_actor=(with_actors - without_actors) / sessions,
-        retired=retired,
-        retire_seconds=waited,
-        idle_after=idle_after,
-    )
-
-
-class _Clock:
-    """The sweep phase's injected clock: it moves only when told to."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def _sweep_data(total: int, batches: int, stale: int, prefix: str) -> list[UserCommit]:
-    """``total`` active sessions, one per user: ``batches`` batches of ``stale`` sessions last
-    active at hour 0, 1, 2... and the rest at hour ``batches + 10``.
-    """
-    commits = []
-    for i in range(total):
-        batch = i // stale if i < batches * stale else batches + 10
-        at = _EPOCH + timedelta(hours=batch)
-        user_id = f"{prefix}-{i:07d}"
-        session = Session(f"{user_id}-s", user_id, None, SessionState.ACTIVE, at, at, at)
-        commits.append(UserCommit(user_id, 0, (session,)))
-    return commits
-
-
-async def _timed_sweep(
-    store: Any, clock: _Clock, batch: int, expected: int, gc_mode: str
-) -> tuple[float, str | None]:
-    # A ttl of one hour from half an hour past batch + 1 makes exactly batch ``batch`` stale.
-    clock.now = _EPOCH + timedelta(hours=batch + 1, minutes=30)
-    with _quiet_gc(gc_mode):
-        began = time.perf_counter()
-        moved = await store.sweep_stale(3600)
-        seconds = time.perf_counter() - began
-    problem = None
-    if len(moved) != expected:
-        problem = f"a sweep suspended {len(moved)} sessions, expected {expected}"
-    return seconds, problem
-
-
-async def measure_sweep(
-    backend: str,
-    adapter_name: str,
-    make_adapter: AdapterMaker,
-    *,
-    total: int,
-    stale: int,
-    reference: int,
-    repeats: int = 3,
-    gc_mode: str = "freeze",
-) -> SweepResult:
-    """Time one ``sweep_stale`` over ``total`` sessions of which ``stale`` are stale, against
-    one over ``reference`` sessions all stale; ``repeats`` of each, interleaved.
-
-    The big store holds ``repeats`` batches of ``stale`` old sessions (each sweep finds the next
-    one) among ``total`` sessions; each reference sweep gets a new store.
-    """
-    if stale * repeats > total:
-        raise BenchmarkError(f"--sweep-stale x repeats ({stale} x {repeats}) exceeds {total}")
-    big_clock = _Clock(_EPOCH)
-    big = make_adapter()
-    await populate(big, _sweep_data(total, repeats, stale, "sweep"))
-    seconds: list[float] = []
-    reference_seconds: list[float] = []
-    problems: list[str] = []
-    # No periodic sweeps: only the timed sweep_stale calls may move these sessions.
-    async with create_session_store(big, clock=big_clock, sweep_interval=None) as big_store:
-        for batch in range(repeats):
-            small = make_adapter()
-            await populate(small, _sweep_data(reference, 1, reference, f"ref{batch}"))
-            small_clock = _Clock(_EPOCH)
-            async with create_session_store(
-                small, clock=small_clock, sweep_interval=None
-            ) as small_store:
-                took, problem = await _timed_sweep(small_store, small_clock, 0, reference, gc_mode)
-            reference_seconds.append(took)
-            problems += [problem] if problem else []
-            took, problem = await _timed_sweep(big_store, big_clock, batch, stale, gc_mode)
-            seconds.append(took)
-            problems += [problem] if problem else []
-    return SweepResult(
-        backend=backend,
-        adapter=adapter_name,
-        total=total,
-        stale=stale,
-        reference=reference,
-        seconds=seconds,
-        reference_seconds=reference_seconds,
-        ok=not problems,
-        problem=problems[0] if problems else None,
-    )
 
 
 def median_or_nan(values: Sequence[float]) -> float:
