@@ -137,7 +137,43 @@ class InjectedCrash(RuntimeError, Fault):
         self.where = where
 
 
-class FailingAdapter:
+class Passthrough:
+    """An adapter that passes every call to ``inner``: the base of the test wrappers, which
+    override only what they change."""
+
+    def __init__(self, inner: SessionStoreAdapter) -> None:
+        self.inner = inner
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def load_user(self, user_id: str) -> UserSnapshot:
+        return await self.inner.load_user(user_id)
+
+    async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
+        return await self.inner.commit(commits)
+
+    async def get(self, session_id: str) -> Session | None:
+        return await self.inner.get(session_id)
+
+    async def find(self, query: SessionQuery) -> list[Session]:
+        return await self.inner.find(query)
+
+    async def due(
+        self,
+        state: SessionState,
+        before: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        return await self.inner.due(state, before, limit, after=after)
+
+
+class FailingAdapter(Passthrough):
     """Wraps an adapter and fails a seeded fraction of its commits and loads.
 
     A commit fault strikes :data:`BEFORE` (nothing reaches the inner adapter: the failure is
@@ -187,12 +223,6 @@ class FailingAdapter:
     def _record(self, commits: Sequence[UserCommit], rejections: list[Rejection | None]) -> None:
         self.applied.extend(c for c, r in zip(commits, rejections, strict=True) if r is None)
 
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
     async def load_user(self, user_id: str) -> UserSnapshot:
         fault = self._draw([user_id], self._load_rate, ["load"])
         snapshot = await self.inner.load_user(user_id)
@@ -210,22 +240,6 @@ class FailingAdapter:
         if fault is not None:
             raise fault
         return rejections
-
-    async def get(self, session_id: str) -> Session | None:
-        return await self.inner.get(session_id)
-
-    async def find(self, query: SessionQuery) -> list[Session]:
-        return await self.inner.find(query)
-
-    async def due(
-        self,
-        state: SessionState,
-        before: datetime,
-        limit: int,
-        *,
-        after: tuple[datetime, str] | None = None,
-    ) -> list[Session]:
-        return await self.inner.due(state, before, limit, after=after)
 
 
 class SyncFailingAdapter(FailingAdapter):

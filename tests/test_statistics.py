@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from functools import partial
 
 import anyio
 import pytest
 
+from _fault_adapter import Passthrough
 from assistant_sessions import (
     InMemorySessionStoreAdapter,
-    Session,
     SessionNotFoundError,
-    SessionQuery,
-    SessionState,
     SessionStore,
     create_session_store,
 )
 from assistant_sessions._runtime.metrics import Histogram
-from assistant_sessions.adapters import Rejection, UserCommit, UserSnapshot
+from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -46,41 +43,16 @@ async def test_counts_operations_and_errors(store: SessionStore, clock: FakeCloc
     assert 0 < resolve.p50 <= resolve.p95 <= resolve.p99 <= resolve.max
 
 
-class GatedAdapter:
+class GatedAdapter(Passthrough):
     """The in-memory adapter without its synchronous fast path, with commits held at a gate."""
 
     def __init__(self) -> None:
-        self.inner = InMemorySessionStoreAdapter()
+        super().__init__(InMemorySessionStoreAdapter())
         self.gate = anyio.Event()
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def load_user(self, user_id: str) -> UserSnapshot:
-        return await self.inner.load_user(user_id)
 
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         await self.gate.wait()
         return await self.inner.commit(commits)
-
-    async def get(self, session_id: str) -> Session | None:
-        return await self.inner.get(session_id)
-
-    async def find(self, query: SessionQuery) -> list[Session]:
-        return await self.inner.find(query)
-
-    async def due(
-        self,
-        state: SessionState,
-        before: datetime,
-        limit: int,
-        *,
-        after: tuple[datetime, str] | None = None,
-    ) -> list[Session]:
-        return await self.inner.due(state, before, limit, after=after)
 
 
 async def test_mailbox_depths_while_queued() -> None:

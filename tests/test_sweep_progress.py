@@ -4,58 +4,31 @@ shared by several stores."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 import anyio
 import pytest
 
-from _fault_adapter import Storage, adapter_kinds, make_adapter, redis_url
+from _fault_adapter import Passthrough, Storage, adapter_kinds, make_adapter, redis_url
 from assistant_sessions import AdapterError, SessionState, create_session_store
 from assistant_sessions._runtime import sweeps
-from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit, UserSnapshot
-from assistant_sessions.model import Session, SessionQuery
+from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit
 from assistant_sessions.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 
-class FailCommitsOf:
+class FailCommitsOf(Passthrough):
     """Passes everything through, except that commits of the users in ``failing`` raise."""
 
     def __init__(self, inner: SessionStoreAdapter) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failing: set[str] = set()
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def load_user(self, user_id: str) -> UserSnapshot:
-        return await self.inner.load_user(user_id)
 
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         if any(c.user_id in self.failing for c in commits):
             raise AdapterError("injected: this user's storage is broken")
         return await self.inner.commit(commits)
-
-    async def get(self, session_id: str) -> Session | None:
-        return await self.inner.get(session_id)
-
-    async def find(self, query: SessionQuery) -> list[Session]:
-        return await self.inner.find(query)
-
-    async def due(
-        self,
-        state: SessionState,
-        before: datetime,
-        limit: int,
-        *,
-        after: tuple[datetime, str] | None = None,
-    ) -> list[Session]:
-        return await self.inner.due(state, before, limit, after=after)
 
 
 @pytest.mark.parametrize("kind", adapter_kinds())
