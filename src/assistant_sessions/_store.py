@@ -393,28 +393,14 @@ class SessionStore:
             check_optional_id(workspace_id, "workspace_id"),
             check_optional_id(surface_id, "surface_id"),
             resolver,
-            attach=check_bool(attach_surface, "attach_surface"),
+            # A plain identity test on the hot path; check_bool for the error.
+            attach=attach_surface
+            if attach_surface is True or attach_surface is False
+            else check_bool(attach_surface, "attach_surface"),
         )
         result: Session = await self._router.call(op)
         return result
 
     def statistics(self) -> StoreStatistics:
         """A snapshot of the store's runtime counters (never blocks; costs O(live actors))."""
-        runtime = self._runtime
-        recorder = runtime.recorder
-        depths = self._registry.depths()
-        return StoreStatistics(
-            live_actors=len(depths),
-            busy_actors=self._registry.busy(),
-            mailbox_depth_max=max(depths, default=0),
-            mailbox_depth_total=sum(depths),
-            in_flight=self._router.in_flight,
-            operations=recorder.operations(),
-            sweeps=runtime.sweeper.sweeps,
-            sessions_suspended=recorder.sessions_suspended,
-            sessions_expired=recorder.sessions_expired,
-            sessions_purged=recorder.sessions_purged,
-            restarts=self._registry.restarts.restarts,
-            adapter_errors=recorder.adapter_errors,
-            subscribers=len(runtime.events),
-        )
+        return self._runtime.statistics(in_flight=self._router.in_flight)

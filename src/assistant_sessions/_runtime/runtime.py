@@ -10,6 +10,7 @@ import anyio.abc
 from .._clock import Clock
 from .._core import Op, Policy
 from ..adapters.base import SessionStoreAdapter
+from ..model import StoreStatistics
 from .events import EventBus
 from .metrics import Recorder
 from .registry import ActorRegistry
@@ -76,6 +77,27 @@ class Runtime:
         self.storage.bind(task_group)
         self.registry.bind(task_group)
         await task_group.start(self.supervisor.run)
+
+    def statistics(self, *, in_flight: int) -> StoreStatistics:
+        """A snapshot of the runtime's counters, with ``in_flight`` calls (the router's)."""
+        recorder = self.recorder
+        registry = self.registry
+        depths = registry.depths()
+        return StoreStatistics(
+            live_actors=len(depths),
+            busy_actors=registry.busy(),
+            mailbox_depth_max=max(depths, default=0),
+            mailbox_depth_total=sum(depths),
+            in_flight=in_flight,
+            operations=recorder.operations(),
+            sweeps=self.sweeper.sweeps,
+            sessions_suspended=recorder.sessions_suspended,
+            sessions_expired=recorder.sessions_expired,
+            sessions_purged=recorder.sessions_purged,
+            restarts=registry.restarts.restarts,
+            adapter_errors=recorder.adapter_errors,
+            subscribers=len(self.events),
+        )
 
     def close(self) -> None:
         """Fail what is still queued, drop every actor, end every subscription."""
