@@ -1,26 +1,15 @@
-"""UserActor: the single owner of one user's sessions.
+"""UserActor: the single owner of one user's sessions (``docs/architecture.md``, section 3).
 
-An actor is a *virtual actor*: an object that exists while its user is live, holding the
-user's sessions as loaded from storage, and a task only while it has queued work. Its turns
-never overlap: exactly one *executor* holds the actor at a time (``busy``).
-
-How a call runs (the storage port decides which; see :mod:`._runtime.storage`):
-
-* **Inline storage, idle actor**: the caller's own task is the executor and the whole turn runs
-  without an await: no task switch and no reply (the in-memory fast path).
-* **Otherwise**: the call is a :class:`Request` in the actor's mailbox, a bounded memory object
-  stream (a full mailbox makes the caller wait: backpressure), and the caller waits for its
-  reply. The actor's *drain task*, started in the store's task group when work arrives, applies
-  queued requests in batches: each batch is one transaction and one commit (group commit), and
-  the task ends when the mailbox is empty. So live tasks follow users with work in flight.
-
-A caller that is cancelled while its request is queued leaves it unapplied; once the request
-is in a batch, the actor completes it (or rolls it back) on its own time, and the caller gets
-its cancellation at once. Either way the actor's view never diverges from storage.
-
-One engine, :meth:`UserActor.turn`, runs a batch: a version conflict (another store or process
-changed the user) reloads the user and re-applies the batch, invisibly to callers; a failed
-commit rolls the batch back and drops the cache.
+A *virtual actor*: it exists while its user is live, holds the user's sessions as loaded from
+storage, and has a task only while work is queued. Exactly one *executor* holds it at a time
+(``busy``). On inline storage an idle actor's turn runs in the caller's task without an await;
+otherwise a call is a :class:`Request` for the actor's *drain task* (the first one handed over
+directly, later ones through a bounded mailbox: backpressure), which applies what is queued in
+batches, one transaction and one commit each, and ends when nothing is left. A caller cancelled
+while its request is queued leaves it unapplied; once a batch has taken it, the caller gets its
+cancellation at once and the actor completes or rolls back the turn. The one engine,
+:meth:`UserActor.turn`, reloads and re-applies after a version conflict, and rolls back and
+drops the cache after a failed commit.
 """
 
 from __future__ import annotations
@@ -78,7 +67,17 @@ class ActorContext:
 class UserActor:
     """The owner of one user's sessions (see the module documentation)."""
 
-    __slots__ = ("_receive", "_send", "_sending", "busy", "ctx", "last_tick", "state", "user_id")
+    __slots__ = (
+        "_first",
+        "_receive",
+        "_send",
+        "_sending",
+        "busy",
+        "ctx",
+        "last_tick",
+        "state",
+        "user_id",
+    )
 
     def __init__(self, user_id: str, ctx: ActorContext) -> None:
         self.user_id = user_id
@@ -92,6 +91,9 @@ class UserActor:
         #: Callers inside ``send`` on a full mailbox (the mailbox must not be dropped).
         self._sending = 0
         self._receive: MemoryObjectReceiveStream[Request] | None = None
+        #: The request that made an idle actor busy: its drain task takes it first, so that a
+        #: lone call needs no mailbox (one is made when a second call arrives meanwhile).
+        self._first: Request | None = None
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -148,6 +150,11 @@ class UserActor:
 
     async def _enqueue(self, op: Op) -> Any:
         request = Request(op, anyio.Event())
+        if not self.busy:
+            self.busy = True
+            self._first = request
+            self.ctx.spawn(self)
+            return await self._wait(request)
         if self._send is None:
             self._send, self._receive = create_memory_object_stream[Request](self.ctx.mailbox_size)
         try:
@@ -161,9 +168,16 @@ class UserActor:
                 raise StoreClosedError("the store closed before this call was queued") from None
             finally:
                 self._sending -= 1
+        # The executor may have finished while this call waited for room.
+        self._ensure_executor()
+        return await self._wait(request)
+
+    def _ensure_executor(self) -> None:
         if not self.busy:
             self.busy = True
             self.ctx.spawn(self)
+
+    async def _wait(self, request: Request) -> Any:
         assert request.done is not None
         try:
             await request.done.wait()
@@ -177,8 +191,9 @@ class UserActor:
 
     async def drain(self) -> None:
         """Apply queued requests in batches until the mailbox is empty (the actor's task body)."""
-        receive = self._receive
-        if receive is None:  # drained and dropped already, by an executor that ran before us
+        first, self._first = self._first, None
+        if first is None and self._receive is None:
+            # Drained and dropped already, by an executor that ran before us.
             self.busy = False
             return
         assert self.busy
@@ -187,7 +202,12 @@ class UserActor:
         try:
             while True:
                 batch: list[Request] = []
-                while len(batch) < max_batch:
+                if first is not None:
+                    if not first.abandoned:
+                        batch.append(first)
+                    first = None
+                receive = self._receive
+                while receive is not None and len(batch) < max_batch:
                     try:
                         request = receive.receive_nowait()
                     except WouldBlock:
@@ -357,10 +377,11 @@ class UserActor:
     @property
     def queued(self) -> int:
         """Requests waiting in the mailbox (including callers waiting for room)."""
+        first = 0 if self._first is None else 1
         if self._send is None:
-            return 0
+            return first
         stats = self._send.statistics()
-        return stats.current_buffer_used + stats.tasks_waiting_send
+        return first + stats.current_buffer_used + stats.tasks_waiting_send
 
     @property
     def idle(self) -> bool:
@@ -370,6 +391,9 @@ class UserActor:
     def take_queued(self) -> list[Request]:
         """Remove and return every queued request (used when the actor cannot run them)."""
         taken = []
+        if self._first is not None:
+            taken.append(self._first)
+            self._first = None
         if self._receive is not None:
             while True:
                 try:
