@@ -160,93 +160,66 @@ def run_processes(
     if adapter == "redis":
         redis_keys.record(url or DEFAULT_REDIS_URL, prefix)
     try:
-        return _run_workers(
-            adapter=adapter,
-            url=url,
-            path=path,
-            prefix=prefix,
+        context = multiprocessing.get_context("spawn")
+        start = context.Event()
+        pipes, workers = [], []
+        for n in range(processes):
+            parent, child = context.Pipe()
+            worker = context.Process(
+                target=_worker,
+                args=(
+                    child,
+                    start,
+                    adapter,
+                    url,
+                    str(path),
+                    prefix,
+                    users,
+                    operations // processes,
+                    concurrency,
+                    backend,
+                    seed + n,
+                    batched,
+                ),
+                daemon=True,
+            )
+            worker.start()
+            pipes.append(parent)
+            workers.append(worker)
+        try:
+            for parent in pipes:
+                if not parent.poll(_READY_TIMEOUT) or parent.recv() != "ready":
+                    raise BenchmarkError("a worker process did not start")
+            start.set()
+            outcomes = []
+            for parent in pipes:
+                kind, payload = parent.recv()
+                if kind != "done":
+                    raise BenchmarkError(f"a worker process failed: {payload}")
+                outcomes.append(payload)
+        finally:
+            for worker in workers:
+                worker.join(timeout=30)
+                if worker.is_alive():
+                    worker.kill()
+        given: defaultdict[str, set[str]] = defaultdict(set)
+        for _, _, seen in outcomes:
+            for user, ids in seen.items():
+                given[user].update(ids)
+        stored = anyio.run(
+            _live_sessions, adapter, url, path, prefix, sorted(given), backend=backend
+        )
+        duplicates = sum(len(ids) - 1 for ids in stored.values() if len(ids) > 1)
+        disagreements = sum(1 for user, ids in given.items() if ids != set(stored[user]))
+        return ProcessesResult(
             processes=processes,
-            users=users,
-            operations=operations,
-            concurrency=concurrency,
-            backend=backend,
-            seed=seed,
             batched=batched,
+            operations=sum(ops for ops, _, _ in outcomes),
+            seconds=max(seconds for _, seconds, _ in outcomes),
+            users=len(given),
+            duplicates=duplicates,
+            disagreements=disagreements,
         )
     finally:
         # The workers' keys (SQLite's file goes with the work directory), however it ended.
         redis_keys.delete_all()
-
-
-def _run_workers(
-    *,
-    adapter: str,
-    url: str | None,
-    path: Path,
-    prefix: str,
-    processes: int,
-    users: int,
-    operations: int,
-    concurrency: int,
-    backend: str,
-    seed: int,
-    batched: bool,
-) -> ProcessesResult:
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    pipes, workers = [], []
-    for n in range(processes):
-        parent, child = context.Pipe()
-        worker = context.Process(
-            target=_worker,
-            args=(
-                child,
-                start,
-                adapter,
-                url,
-                str(path),
-                prefix,
-                users,
-                operations // processes,
-                concurrency,
-                backend,
-                seed + n,
-                batched,
-            ),
-            daemon=True,
-        )
-        worker.start()
-        pipes.append(parent)
-        workers.append(worker)
-    try:
-        for parent in pipes:
-            if not parent.poll(_READY_TIMEOUT) or parent.recv() != "ready":
-                raise BenchmarkError("a worker process did not start")
-        start.set()
-        outcomes = []
-        for parent in pipes:
-            kind, payload = parent.recv()
-            if kind != "done":
-                raise BenchmarkError(f"a worker process failed: {payload}")
-            outcomes.append(payload)
-    finally:
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
-    given: defaultdict[str, set[str]] = defaultdict(set)
-    for _, _, seen in outcomes:
-        for user, ids in seen.items():
-            given[user].update(ids)
-    stored = anyio.run(_live_sessions, adapter, url, path, prefix, sorted(given), backend=backend)
-    duplicates = sum(len(ids) - 1 for ids in stored.values() if len(ids) > 1)
-    disagreements = sum(1 for user, ids in given.items() if ids != set(stored[user]))
-    return ProcessesResult(
-        processes=processes,
-        batched=batched,
-        operations=sum(ops for ops, _, _ in outcomes),
-        seconds=max(seconds for _, seconds, _ in outcomes),
-        users=len(given),
-        duplicates=duplicates,
-        disagreements=disagreements,
-    )
