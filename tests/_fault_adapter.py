@@ -1,9 +1,8 @@
 """Adapters for the reliability tests: the adapters under test, and wrappers that misbehave.
 
 * :func:`adapter_kinds` / :func:`make_adapter`: every real adapter the suites run against
-  (memory and Redis always; SQLite as soon as :mod:`assistant_sessions.adapters.sqlite`
-  imports), over a :class:`Storage` of the test's own; :func:`redis_url` finds the Redis
-  server the ``redis`` kind needs.
+  (memory, SQLite, Redis and PostgreSQL), over a :class:`Storage` of the test's own;
+  :func:`server_url` finds the server the ``redis`` and ``postgres`` kinds need.
 * :class:`FailingAdapter`: raises on a seeded fraction of commits and loads, either before the
   inner adapter applied anything (a clean failure) or after it applied the commit (an
   ambiguous one), and logs what the inner adapter really applied.
@@ -28,14 +27,11 @@ import pytest
 
 from assistant_sessions import InMemorySessionStoreAdapter, SessionQuery, SessionState
 from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit, UserSnapshot
+from assistant_sessions.adapters.postgres import PostgresSessionStoreAdapter
 from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
+from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
 from assistant_sessions.errors import AdapterError
 from assistant_sessions.model import Session
-
-try:
-    from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
-except ImportError:  # not built yet: the suites run on memory alone
-    SqliteSessionStoreAdapter = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "AFTER",
@@ -49,7 +45,7 @@ __all__ = [
     "SyncFailingAdapter",
     "adapter_kinds",
     "make_adapter",
-    "redis_url",
+    "server_url",
 ]
 
 #: Where a commit fault strikes: before the inner adapter applied anything, or after.
@@ -68,34 +64,39 @@ def _fresh_prefix() -> str:
 
 @dataclass(frozen=True)
 class Storage:
-    """Where a test keeps its data: SQLite files under ``directory``, or keys under a
-    ``key_prefix`` of its own on the Redis server at ``redis_url``.
+    """Where a test keeps its data: SQLite files under ``directory``, or, on the server at
+    ``url`` (Redis or PostgreSQL), keys under a ``key_prefix`` of its own (Redis) or a schema
+    of that name (PostgreSQL).
 
     Adapters made over one ``Storage`` share their data, as processes would; a new ``Storage``
     (with a new directory) starts empty.
     """
 
     directory: Path
-    redis_url: str | None = None
+    url: str | None = None
     key_prefix: str = field(default_factory=_fresh_prefix)
 
 
 def adapter_kinds() -> list[str]:
-    """The real adapters available to run the suites against."""
-    local = ["memory"] if SqliteSessionStoreAdapter is None else ["memory", "sqlite"]
-    return [*local, "redis"]
+    """The real adapters to run the suites against."""
+    return ["memory", "sqlite", "redis", "postgres"]
 
 
-def redis_url(kind: str, request: pytest.FixtureRequest) -> str | None:
-    """The url of the session's private Redis server for the ``redis`` kind, else ``None``.
+def server_url(kind: str, request: pytest.FixtureRequest) -> str | None:
+    """The address of the session's private server for the ``redis`` (its url) and
+    ``postgres`` (its DSN) kinds, else ``None``.
 
-    The server fixture is asked for only then, so that without ``redis-server`` just the Redis
-    cases skip (or fail, under ``ASSISTANT_SESSIONS_REQUIRE_REDIS=1``).
+    The server fixture is asked for only then, so that without the server's binaries just
+    those cases skip (or fail, under ``ASSISTANT_SESSIONS_REQUIRE_REDIS=1`` or
+    ``ASSISTANT_SESSIONS_REQUIRE_POSTGRES=1``).
     """
-    if kind != "redis":
-        return None
-    url: str = request.getfixturevalue("redis_server").url
-    return url
+    if kind == "redis":
+        url: str = request.getfixturevalue("redis_server").url
+        return url
+    if kind == "postgres":
+        dsn: str = request.getfixturevalue("postgres_server").dsn
+        return dsn
+    return None
 
 
 def make_adapter(kind: str, storage: Storage | Path) -> SessionStoreAdapter:
@@ -108,12 +109,14 @@ def make_adapter(kind: str, storage: Storage | Path) -> SessionStoreAdapter:
     if kind == "memory":
         return InMemorySessionStoreAdapter()
     if kind == "sqlite":
-        assert SqliteSessionStoreAdapter is not None
         # OFF: these suites test the store's logic, not the disk; the crash test tests the disk.
         return SqliteSessionStoreAdapter(storage.directory / "sessions.db", synchronous="OFF")
     if kind == "redis":
-        assert storage.redis_url is not None, "the redis kind needs redis_url()"
-        return RedisSessionStoreAdapter(storage.redis_url, key_prefix=storage.key_prefix)
+        assert storage.url is not None, "the redis kind needs server_url()"
+        return RedisSessionStoreAdapter(storage.url, key_prefix=storage.key_prefix)
+    if kind == "postgres":
+        assert storage.url is not None, "the postgres kind needs server_url()"
+        return PostgresSessionStoreAdapter(storage.url, schema=storage.key_prefix)
     raise ValueError(kind)
 
 

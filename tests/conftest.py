@@ -10,7 +10,7 @@ from assistant_sessions import SessionStore, create_session_store
 from assistant_sessions.testing import FakeClock
 
 # Private Redis servers (and a cluster) for the Redis tests; see tests/redis_fixtures.py.
-pytest_plugins = ["redis_fixtures"]
+pytest_plugins = ["redis_fixtures", "postgres_fixtures"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

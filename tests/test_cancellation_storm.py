@@ -27,7 +27,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from _fault_adapter import LaggingAdapter, Storage, adapter_kinds, make_adapter, redis_url
+from _fault_adapter import LaggingAdapter, Storage, adapter_kinds, make_adapter, server_url
 from assistant_sessions import (
     Session,
     SessionState,
@@ -53,7 +53,7 @@ TTL_DELTA = timedelta(seconds=TTL)
 def adapter_factory(request: pytest.FixtureRequest, tmp_path: Path) -> SessionStoreAdapter:
     """A fresh real adapter of each available kind."""
     kind: str = request.param
-    return make_adapter(kind, Storage(tmp_path, redis_url(kind, request)))
+    return make_adapter(kind, Storage(tmp_path, server_url(kind, request)))
 
 
 @dataclass

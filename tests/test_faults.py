@@ -32,7 +32,7 @@ from _fault_adapter import (
     SyncFailingAdapter,
     adapter_kinds,
     make_adapter,
-    redis_url,
+    server_url,
 )
 from assistant_sessions import (
     ActorFailedError,
@@ -66,7 +66,7 @@ def adapter_factory(
 ) -> Callable[[int], tuple[SessionStoreAdapter, FailingAdapter]]:
     """Makes ``(inner, failing wrapper)`` for a seed; ``sync``: keep the memory fast path."""
     kind, sync = request.param
-    storage = Storage(tmp_path, redis_url(kind, request))
+    storage = Storage(tmp_path, server_url(kind, request))
 
     def make(seed: int) -> tuple[SessionStoreAdapter, FailingAdapter]:
         inner = make_adapter(kind, storage)

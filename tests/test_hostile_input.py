@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _fault_adapter import Storage, adapter_kinds, make_adapter, redis_url
+from _fault_adapter import Storage, adapter_kinds, make_adapter, server_url
 from assistant_sessions import (
     InvalidInputError,
     InvalidTypeError,
@@ -200,7 +200,7 @@ async def _run(kind: str, directory: Path, url: str | None, batch: list[tuple[st
 def test_hostile_input_gets_only_documented_errors(
     kind: str, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    url = redis_url(kind, request)
+    url = server_url(kind, request)
 
     @settings(
         max_examples=50,

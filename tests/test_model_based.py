@@ -41,7 +41,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from _fault_adapter import Storage, adapter_kinds, make_adapter, redis_url
+from _fault_adapter import Storage, adapter_kinds, make_adapter, server_url
 from assistant_sessions import (
     InvalidInputError,
     Session,
@@ -384,12 +384,12 @@ class StoreMachine(RuleBasedStateMachine):
     """Drives two stores sharing one storage (per example) and the model side by side.
 
     Each call goes to the *current* store; ``switch_store`` changes which one. The stores share
-    the adapter (memory), or the database file (SQLite) or key prefix (Redis) with an adapter
-    each, as two processes would, so each store's cached views go stale whenever the other one
-    writes: what one store acknowledged, the other must see.
+    the adapter (memory), or the database file (SQLite), key prefix (Redis) or schema
+    (PostgreSQL) with an adapter each, as two processes would, so each store's cached views go
+    stale whenever the other one writes: what one store acknowledged, the other must see.
     """
 
-    def __init__(self, backend: str, kind: str, redis_url: str | None) -> None:
+    def __init__(self, backend: str, kind: str, url: str | None) -> None:
         super().__init__()
         self.backend = backend
         self.kind = kind
@@ -399,7 +399,7 @@ class StoreMachine(RuleBasedStateMachine):
         self._exits = ExitStack()
         directory = Path(self._exits.enter_context(tempfile.TemporaryDirectory()))
         self.portal: BlockingPortal = self._exits.enter_context(start_blocking_portal(backend))
-        storage = Storage(directory, redis_url)
+        storage = Storage(directory, url)
         first = make_adapter(kind, storage)
         self.adapters: list[SessionStoreAdapter] = [
             first,
@@ -752,9 +752,9 @@ class StoreMachine(RuleBasedStateMachine):
 
 @pytest.fixture(params=adapter_kinds())
 def adapter_target(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    """An adapter kind, and the Redis server's url for the ``redis`` kind."""
+    """An adapter kind, and its server's address for the ``redis`` and ``postgres`` kinds."""
     kind: str = request.param
-    return kind, redis_url(kind, request)
+    return kind, server_url(kind, request)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

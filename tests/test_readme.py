@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 if TYPE_CHECKING:
+    from postgres_fixtures import PostgresServer
     from redis_fixtures import RedisServer
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
@@ -62,6 +63,16 @@ async def test_the_redis_block_runs(redis_server: RedisServer) -> None:
     code = _block("RedisSessionStoreAdapter(").replace(
         '"redis://localhost:6379/0"', repr(redis_server.url)
     )
+    code = code.replace("    ...", "    assert (await store.resolve(user_id='u')).user_id == 'u'")
+    await _run_body(code, {})
+
+
+async def test_the_postgres_block_runs(postgres_server: PostgresServer, pg_schema: str) -> None:
+    code = _block("PostgresSessionStoreAdapter(").replace(
+        '"postgresql://app@localhost/app"', repr(postgres_server.dsn)
+    )
+    code = code.replace('schema="assistant_sessions"', f"schema={pg_schema!r}")
+    assert pg_schema in code
     code = code.replace("    ...", "    assert (await store.resolve(user_id='u')).user_id == 'u'")
     await _run_body(code, {})
 

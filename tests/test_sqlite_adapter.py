@@ -32,12 +32,12 @@ from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.adapters._batching import Batcher, Job
 from assistant_sessions.adapters._encoding import encode_session as encode_document
 from assistant_sessions.adapters._encoding import to_micros
+from assistant_sessions.adapters._rows import decode_row
 from assistant_sessions.adapters.base import state_clock
 from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
 from assistant_sessions.adapters.sqlite._schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
-    decode_session,
     encode_session,
     migrate,
 )
@@ -317,7 +317,7 @@ def test_a_row_is_the_session_text_and_columns_copied_from_it(session: Session) 
         to_micros(state_clock(session)),
     )
     assert json.loads(row[9]) == list(session.attached_surfaces)
-    assert decode_session(session.id, session.user_id, row[8]) == session
+    assert decode_row(session.id, session.user_id, row[8]) == session
 
 
 async def test_due_reads_past_many_rows_in_order(adapter: SqliteSessionStoreAdapter) -> None:

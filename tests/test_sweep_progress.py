@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from _fault_adapter import Passthrough, Storage, adapter_kinds, make_adapter, redis_url
+from _fault_adapter import Passthrough, Storage, adapter_kinds, make_adapter, server_url
 from assistant_sessions import AdapterError, SessionState, create_session_store
 from assistant_sessions._runtime import sweeps
 from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit
@@ -37,7 +37,7 @@ async def test_a_sweep_gets_past_more_than_a_batch_of_failing_candidates(
 ) -> None:
     monkeypatch.setattr(sweeps, "SWEEP_BATCH", 4)
     clock = FakeClock()
-    adapter = FailCommitsOf(make_adapter(kind, Storage(tmp_path, redis_url(kind, request))))
+    adapter = FailCommitsOf(make_adapter(kind, Storage(tmp_path, server_url(kind, request))))
     async with create_session_store(
         adapter, clock=clock, default_ttl=60, expire_after=100, purge_after=100
     ) as store:
@@ -77,7 +77,7 @@ async def test_one_adapter_shared_by_two_stores(
 ) -> None:
     """Every adapter can serve two stores at once, from two tasks, closing in either order;
     each open is matched by one aclose, and the adapter works until the last one."""
-    adapter = make_adapter(kind, Storage(tmp_path, redis_url(kind, request)))
+    adapter = make_adapter(kind, Storage(tmp_path, server_url(kind, request)))
     first = create_session_store(adapter, sweep_interval=None)
     second = create_session_store(adapter, sweep_interval=None)
     second_may_close = anyio.Event()

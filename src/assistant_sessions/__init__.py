@@ -70,4 +70,9 @@ def __getattr__(name: str) -> object:
         from .adapters.redis import RedisSessionStoreAdapter
 
         return RedisSessionStoreAdapter
+    # The PostgreSQL adapter needs the optional psycopg (the ``postgres`` extra).
+    if name == "PostgresSessionStoreAdapter":
+        from .adapters.postgres import PostgresSessionStoreAdapter
+
+        return PostgresSessionStoreAdapter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

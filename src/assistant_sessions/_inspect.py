@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .adapters._encoding import from_micros
-from .adapters.sqlite._schema import check_known_version, decode_session
+from .adapters._rows import decode_row
+from .adapters.sqlite._schema import check_known_version
 from .adapters.sqlite._schema import read_schema_version as schema_version
 from .errors import AdapterError
 from .model import SessionState
@@ -106,7 +107,7 @@ def _describe(
     data: Any,
 ) -> tuple[str, ...]:
     try:
-        session = decode_session(session_id, user_id, data)
+        session = decode_row(session_id, user_id, data)
     except AdapterError as exc:
         surfaces, metadata = "?", f"DAMAGED: {exc.__cause__ or exc}"
     else:

@@ -31,4 +31,9 @@ def __getattr__(name: str) -> object:
         from .redis import RedisSessionStoreAdapter
 
         return RedisSessionStoreAdapter
+    # The PostgreSQL adapter needs the optional psycopg (the ``postgres`` extra).
+    if name == "PostgresSessionStoreAdapter":
+        from .postgres import PostgresSessionStoreAdapter
+
+        return PostgresSessionStoreAdapter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

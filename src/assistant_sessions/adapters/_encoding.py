@@ -35,6 +35,7 @@ from ..model import Session, SessionState
 __all__ = [
     "converter",
     "decode_session",
+    "encode_metadata",
     "encode_session",
     "encode_surfaces",
     "from_micros",
@@ -122,7 +123,14 @@ def encode_surfaces(surfaces: Iterable[str]) -> str:
     return "[" + ",".join(map(_encode_string, surfaces)) + "]"
 
 
-def encode_session(session: Session, surfaces: str | None = None) -> str:
+def encode_metadata(metadata: Mapping[str, Any]) -> str:
+    """The JSON text of a session's ``metadata``, as :func:`encode_session` has it."""
+    return _encode_json(thaw(metadata)) if metadata else "{}"
+
+
+def encode_session(
+    session: Session, surfaces: str | None = None, metadata: str | None = None
+) -> str:
     """The JSON text of the storage form of ``session`` (ASCII; see the module documentation).
 
     The text is put together directly, in the converter's key order: the same text as
@@ -134,9 +142,9 @@ def encode_session(session: Session, surfaces: str | None = None) -> str:
     Args:
         session: The session.
         surfaces: :func:`encode_surfaces` of its surfaces, if the caller has it already.
+        metadata: :func:`encode_metadata` of its metadata, if the caller has it already.
     """
     workspace = session.workspace_id
-    metadata = session.metadata
     return "".join(
         (
             '{"id":',
@@ -156,7 +164,7 @@ def encode_session(session: Session, surfaces: str | None = None) -> str:
             '","attached_surfaces":',
             encode_surfaces(session.attached_surfaces) if surfaces is None else surfaces,
             ',"metadata":',
-            _encode_json(thaw(metadata)) if metadata else "{}",
+            encode_metadata(session.metadata) if metadata is None else metadata,
             "}",
         )
     )

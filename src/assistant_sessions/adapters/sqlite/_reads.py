@@ -8,33 +8,20 @@ which go on past it: one damaged session cannot hide its owner's others or stop 
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ...errors import AdapterError
 from ...model import Session, SessionQuery, SessionState
 from .._encoding import to_micros
+from .._rows import decode_row, decoded_or_none, read_past_damaged
 from ..base import UserSnapshot
-from ._schema import decode_session
 
 __all__ = ["Read", "due", "find", "get", "load_user"]
 
-logger = logging.getLogger("assistant_sessions")
-
 #: A read job: runs in the reader thread with the reader connection.
 Read = Callable[[sqlite3.Connection], Any]
-
-
-def _decoded(session_id: str, user_id: str, data: Any, reader: str) -> Session | None:
-    """The session of a row, or ``None`` (logging a warning) if it does not decode."""
-    try:
-        return decode_session(session_id, user_id, data)
-    except AdapterError as exc:
-        logger.warning("%s skips stored session %r: %s", reader, session_id, exc)
-        return None
 
 
 def load_user(user_id: str) -> Read:
@@ -54,7 +41,7 @@ def load_user(user_id: str) -> Read:
         sessions = [
             session
             for session_id, data in rows
-            if (session := _decoded(session_id, user_id, data, reader)) is not None
+            if (session := decoded_or_none(session_id, user_id, data, reader)) is not None
         ]
         return UserSnapshot(user_id, 0 if found is None else int(found[0]), tuple(sessions))
 
@@ -68,7 +55,7 @@ def get(session_id: str) -> Read:
         row = connection.execute(
             "SELECT user_id, data FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
-        return None if row is None else decode_session(session_id, row[0], row[1])
+        return None if row is None else decode_row(session_id, row[0], row[1])
 
     return read
 
@@ -108,7 +95,7 @@ def find(query: SessionQuery) -> Read:
     limit = query.limit
 
     def read(connection: sqlite3.Connection) -> list[Session]:
-        return _read_past_damaged(connection, first, more, parameters, limit, "find")
+        return read_past_damaged(connection, first, more, parameters, limit, "find")
 
     return read
 
@@ -136,33 +123,6 @@ def due(
     more = f"{select} {' AND '.join([*clauses, '(state_clock, id) > (?, ?)'])} {order}"
 
     def read(connection: sqlite3.Connection) -> list[Session]:
-        return _read_past_damaged(connection, first, more, parameters, limit, "a sweep")
+        return read_past_damaged(connection, first, more, parameters, limit, "a sweep")
 
     return read
-
-
-def _read_past_damaged(
-    connection: sqlite3.Connection,
-    first: str,
-    more: str,
-    parameters: Sequence[Any],
-    limit: int,
-    reader: str,
-) -> list[Session]:
-    """Up to ``limit`` decoded sessions: ``first`` with ``parameters`` and a row limit, then,
-    as long as damaged rows were skipped, ``more`` for the rows past the last one read (its
-    parameters also take that row's sort key and id, before the row limit).
-    """
-    found: list[Session] = []
-    asked = limit
-    rows = connection.execute(first, (*parameters, asked)).fetchall()
-    while True:
-        for session_id, user_id, data, _ in rows:
-            session = _decoded(session_id, user_id, data, reader)
-            if session is not None:
-                found.append(session)
-        if len(found) >= limit or len(rows) < asked:
-            return found
-        asked = limit - len(found)
-        last = rows[-1]
-        rows = connection.execute(more, (*parameters, last[3], last[0], asked)).fetchall()

@@ -11,7 +11,8 @@ whatever offset the datetimes had. ``state_clock`` is the key of the sweep index
 side table equal to the ``surfaces`` column, so "sessions on this surface" is an index lookup;
 they do their work only when a write changes the surfaces.
 
-Rows are written by :func:`encode_session` and read by :func:`decode_session`, through the
+Rows are written by :func:`encode_session` and read by
+:func:`~assistant_sessions.adapters._rows.decode_row`, through the
 converter alone. Rows written before the JSON text was ASCII hold UTF-8 text: they decode the
 same.
 
@@ -25,11 +26,10 @@ history: never edit one that has shipped, append a new one.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Final
+from typing import Final
 
 from ...errors import AdapterError
 from ...model import Session, SessionState
-from .._encoding import decode_session as decode_document
 from .._encoding import encode_session as encode_document
 from .._encoding import encode_surfaces, to_micros
 
@@ -38,7 +38,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "SessionRow",
     "check_known_version",
-    "decode_session",
     "encode_session",
     "migrate",
     "read_schema_version",
@@ -194,19 +193,3 @@ def encode_session(session: Session) -> SessionRow:
         encode_document(session, surfaces),
         surfaces,
     )
-
-
-def decode_session(session_id: str, user_id: str, data: Any) -> Session:
-    """Decode the ``data`` of the row with these ``id`` and ``user_id`` columns.
-
-    Raises:
-        AdapterError: The row does not decode into a session, or its document disagrees with
-            its columns. The decoding error is the ``__cause__``.
-    """
-    session = decode_document(data, session_id)
-    if session.id != session_id or session.user_id != user_id:
-        raise AdapterError(
-            f"stored session {session_id!r} of user {user_id!r} holds the document of session "
-            f"{session.id!r} of user {session.user_id!r}"
-        )
-    return session
