@@ -24,6 +24,7 @@ from assistant_sessions import InMemorySessionStoreAdapter
 from assistant_sessions.adapters.base import SessionStoreAdapter
 
 from ._cleanup import RedisKeyLog
+from ._postgres import NEEDS_DSN, PostgresSchemaLog, schema_name
 
 __all__ = [
     "AdapterContext",
@@ -33,6 +34,7 @@ __all__ = [
     "BenchmarkError",
     "UnknownAdapterError",
     "adapter_entries",
+    "adapter_entry",
     "load_adapter_factory",
     "register_adapter",
 ]
@@ -62,12 +64,15 @@ class AdapterContext:
             or key prefixes, so runs never see each other's data).
         redis_keys: Where a factory of a Redis adapter records its key prefix before the
             adapter writes anything, so that the command deletes those keys when it ends.
+        postgres_schemas: Where a factory of a PostgreSQL adapter records its schema before
+            the adapter creates it, so that the command drops those schemas when it ends.
     """
 
     workdir: Path
     url: str | None
     instance: int
     redis_keys: RedisKeyLog | None = attrs.field(default=None, eq=False)
+    postgres_schemas: PostgresSchemaLog | None = attrs.field(default=None, eq=False)
 
 
 AdapterFactory = Callable[[AdapterContext], SessionStoreAdapter]
@@ -84,6 +89,8 @@ class AdapterEntry:
         summary: One line for ``--list-adapters``.
         requires: Modules that must import for the adapter to be available.
         hint: What to do when they do not (install an extra, a later release...).
+        needs_url: Why the adapter cannot run without ``--adapter-url`` (it has no default
+            server), or ``""``.
     """
 
     name: str
@@ -91,6 +98,7 @@ class AdapterEntry:
     summary: str
     requires: tuple[str, ...] = ()
     hint: str = ""
+    needs_url: str = ""
 
 
 def memory_adapter(context: AdapterContext) -> SessionStoreAdapter:
@@ -125,6 +133,34 @@ def redis_adapter(context: AdapterContext) -> SessionStoreAdapter:
     return cast(SessionStoreAdapter, module.RedisSessionStoreAdapter(url, key_prefix=prefix))
 
 
+def _postgres(context: AdapterContext, *, group_commit: bool) -> SessionStoreAdapter:
+    module = importlib.import_module("assistant_sessions.adapters.postgres")
+    if context.url is None:
+        raise BenchmarkError(NEEDS_DSN)
+    schema = schema_name()
+    if context.postgres_schemas is not None:
+        context.postgres_schemas.record(context.url, schema)
+    return cast(
+        SessionStoreAdapter,
+        module.PostgresSessionStoreAdapter(context.url, schema=schema, group_commit=group_commit),
+    )
+
+
+def postgres_adapter(context: AdapterContext) -> SessionStoreAdapter:
+    """A PostgreSQL adapter on the server at ``--adapter-url`` (required), in a schema of its
+    own (``bench_<pid>_<token>_<n>``) so that runs never see each other's data; the schema is
+    recorded in ``context.postgres_schemas``, and the command drops it when it ends.
+    """
+    return _postgres(context, group_commit=True)
+
+
+def postgres_single_adapter(context: AdapterContext) -> SessionStoreAdapter:
+    """Like ``postgres``, with one transaction per commit call (no group commit)."""
+    return _postgres(context, group_commit=False)
+
+
+_POSTGRES_HINT = "install the extra: pip install 'assistant-sessions[postgres]'"
+
 _BUILTIN = (
     AdapterEntry(
         "memory",
@@ -152,6 +188,22 @@ _BUILTIN = (
         requires=("coredis", "assistant_sessions.adapters.redis"),
         hint="install the extra: pip install 'assistant-sessions[redis]'",
     ),
+    AdapterEntry(
+        "postgres",
+        f"{__name__}:postgres_adapter",
+        "PostgresSessionStoreAdapter: a PostgreSQL server at --adapter-url DSN (required)",
+        requires=("psycopg", "assistant_sessions.adapters.postgres"),
+        hint=_POSTGRES_HINT,
+        needs_url=NEEDS_DSN,
+    ),
+    AdapterEntry(
+        "postgres-single",
+        f"{__name__}:postgres_single_adapter",
+        "PostgresSessionStoreAdapter(group_commit=False): one transaction per commit call",
+        requires=("psycopg", "assistant_sessions.adapters.postgres"),
+        hint=_POSTGRES_HINT,
+        needs_url=NEEDS_DSN,
+    ),
 )
 
 _REGISTRY: dict[str, AdapterEntry] = {entry.name: entry for entry in _BUILTIN}
@@ -167,6 +219,19 @@ def adapter_entries() -> list[AdapterEntry]:
     return sorted(_REGISTRY.values(), key=lambda entry: entry.name)
 
 
+def adapter_entry(name: str) -> AdapterEntry:
+    """The adapter called ``name``.
+
+    Raises:
+        UnknownAdapterError: No adapter has this name.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownAdapterError(f"unknown adapter {name!r}; known adapters: {known}")
+    return entry
+
+
 def load_adapter_factory(name: str) -> AdapterFactory:
     """Import the factory of the adapter called ``name``.
 
@@ -174,10 +239,7 @@ def load_adapter_factory(name: str) -> AdapterFactory:
         UnknownAdapterError: No adapter has this name.
         AdapterUnavailableError: A module it needs does not import.
     """
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownAdapterError(f"unknown adapter {name!r}; known adapters: {known}")
+    entry = adapter_entry(name)
     module_name, _, attribute = entry.target.partition(":")
     try:
         for required in entry.requires:

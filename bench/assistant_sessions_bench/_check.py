@@ -8,7 +8,7 @@ two or more is a duplicate (a broken exactly-once), none is a lost create. Eithe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final, final
 
 import attrs
@@ -16,7 +16,7 @@ import attrs
 from assistant_sessions import SessionState
 from assistant_sessions.adapters.base import SessionStoreAdapter, SynchronousAdapter, UserSnapshot
 
-__all__ = ["ExactlyOnce", "check_exactly_once"]
+__all__ = ["ExactlyOnce", "check_exactly_once", "count_sessions"]
 
 #: How many offending user ids a result keeps, as examples.
 _EXAMPLES: Final = 10
@@ -81,4 +81,19 @@ async def check_exactly_once(adapter: SessionStoreAdapter, users: Iterable[str])
                 examples.append(user_id)
     return ExactlyOnce(
         checked, dict(sorted(histogram.items())), duplicated, missing, tuple(examples)
+    )
+
+
+def count_sessions(sessions_of: Mapping[str, int]) -> ExactlyOnce:
+    """The check from how many sessions each resolved user has (a store without workspaces,
+    read through its own API: the ADK baselines)."""
+    histogram = Counter(sessions_of.values())
+    offending = sorted(user for user, count in sessions_of.items() if count != 1)
+    duplicated = sum(1 for count in sessions_of.values() if count > 1)
+    return ExactlyOnce(
+        len(sessions_of),
+        dict(sorted(histogram.items())),
+        duplicated,
+        sum(1 for count in sessions_of.values() if count < 1),
+        tuple(offending[:_EXAMPLES]),
     )

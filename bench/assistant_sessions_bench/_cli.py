@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import itertools
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -31,48 +28,30 @@ from ._adapters import (
     adapter_entries,
     load_adapter_factory,
 )
-from ._ceiling import CEILING_ADAPTERS, measure_write_ceiling
+from ._adk import ADK_SUBJECT, adk_missing
 from ._cleanup import RedisKeyLog
 from ._memory import measure_memory
-from ._options import (
-    DEFAULT_OPERATIONS,
-    _estimate_line,
-    _flat,
-    _operations,
-    _Plan,
-    _plan,
-    build_parser,
-)
-from ._processes import run_processes
+from ._modes import check_url, main_ceiling, main_processes
+from ._modes import usage_error as _usage_error
+from ._modes import workdir as _workdir
+from ._options import _estimate_line, _Plan, _plan, build_parser
+from ._postgres import PostgresSchemaLog
 from ._report import environment, render, require_matplotlib, write_json, write_plots
 from ._results import (
+    ADK,
+    STORE,
     MemoryResult,
     PointResult,
     PointSpec,
     SubjectRun,
     SweepResult,
+    adk_applies,
     evaluate_targets,
 )
 from ._run import peak_rss, run_point
 from ._sweep import measure_sweep
 
 __all__ = ["main"]
-
-
-def _usage_error(message: object) -> int:
-    """Say why the benchmark cannot run as asked; the exit status for it."""
-    print(f"assistant-sessions bench: error: {message}", file=sys.stderr)
-    return 2
-
-
-@contextmanager
-def _workdir() -> Iterator[Path]:
-    """A private temporary directory for database files, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="assistant-sessions-bench-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_plot(args: argparse.Namespace) -> None:
@@ -151,14 +130,15 @@ def main(argv: Sequence[str]) -> int:
             print(f"{entry.name:<8} {entry.summary}")
         return 0
     if args.processes:
-        return _main_processes(args)
+        return main_processes(args)
     if args.write_ceiling:
-        return _main_ceiling(args)
+        return main_ceiling(args)
     if args.idle_subscriber:
         _run.SUBJECTS = (*_run.SUBJECTS, _run.IDLE_SUBSCRIBER)
     try:
         plan = _plan(args)
         factory = load_adapter_factory(args.adapter)
+        check_url(args)
         for backend in plan.backends:
             _check_backend(backend)
         if args.plot:
@@ -171,27 +151,36 @@ def main(argv: Sequence[str]) -> int:
         print(
             "(install rich for a progress bar and tables: pip install 'assistant-sessions[bench]')"
         )
+    adk_note = _plan_adk(args, plan)
+    if adk_note is None:
+        plan = attrs.evolve(plan, adk=True)
     if not args.quiet:
         print(_estimate_line(plan, args.adapter))
+    if adk_note:
+        print(f"(the Google ADK baseline is skipped: {adk_note})")
     started = datetime.now().astimezone()
     per_backend = (
         len(plan.points) // len(plan.backends) * plan.rounds * len(_run.SUBJECTS)
         + (plan.memory_sessions > 0)
         + (plan.sweep_total > 0)
     )
-    progress = _Progress(per_backend * len(plan.backends), console, not args.quiet)
+    total = per_backend * len(plan.backends) + len(plan.adk_points()) * plan.rounds
+    progress = _Progress(total, console, not args.quiet)
     points: list[PointResult] = []
+    adk: list[PointResult] = []
     memory: list[MemoryResult] = []
     sweeps: list[SweepResult] = []
-    # What the run writes to a Redis server is deleted at the end, however the run ends.
+    # What the run writes to a Redis or PostgreSQL server is deleted at the end, however the
+    # run ends: its Redis keys, its PostgreSQL schemas.
     redis_keys = RedisKeyLog()
+    schemas = PostgresSchemaLog()
     try:
         with _workdir() as workdir:
             instances = itertools.count()
 
             def make_adapter() -> SessionStoreAdapter:
                 return factory(
-                    AdapterContext(workdir, args.adapter_url, next(instances), redis_keys)
+                    AdapterContext(workdir, args.adapter_url, next(instances), redis_keys, schemas)
                 )
 
             for backend in plan.backends:
@@ -203,15 +192,17 @@ def main(argv: Sequence[str]) -> int:
                 points += result[0]
                 memory += result[1]
                 sweeps += result[2]
+                adk += result[3]
     except BenchmarkError as exc:
         progress.stop()
         return _usage_error(exc)
     finally:
         progress.stop()
         redis_keys.delete_all()
+        schemas.drop_all()
 
-    targets = evaluate_targets(points, memory, sweeps)
-    render(points, memory, sweeps, targets, console)
+    targets = evaluate_targets(points, memory, sweeps, adk)
+    render(points, memory, sweeps, targets, console, adk)
     ok = all(p.ok for p in points) and all(s.ok for s in sweeps)
     document = {
         "command": " ".join(["assistant-sessions", "bench", *argv]),
@@ -224,6 +215,7 @@ def main(argv: Sequence[str]) -> int:
         "memory": [attrs.asdict(m) for m in memory],
         "sweeps": [s.to_json() for s in sweeps],
         "targets": [attrs.asdict(t) for t in targets],
+        "adk": [{**p.to_json(), "store_x_adk": p.ratio(STORE, ADK)} for p in adk],
     }
     # Files only where asked: nothing is written under the current directory by default.
     if args.json is not None and not args.no_json:
@@ -239,6 +231,16 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _plan_adk(args: argparse.Namespace, plan: _Plan) -> str | None:
+    """Why the ADK subject does not run (``""``: not asked for, nothing to say), or ``None``
+    when it does."""
+    if args.no_adk or not any(adk_applies(attrs.evolve(p, backend="asyncio")) for p in plan.points):
+        return ""
+    if not any(adk_applies(p) for p in plan.points):
+        return "ADK runs on asyncio only (add -b asyncio)"
+    return adk_missing()
+
+
 async def _measure(
     backend: str,
     adapter: str,
@@ -246,8 +248,8 @@ async def _measure(
     plan: _Plan,
     make_adapter: Callable[[], SessionStoreAdapter],
     progress: _Progress,
-) -> tuple[list[PointResult], list[MemoryResult], list[SweepResult]]:
-    points = []
+) -> tuple[list[PointResult], list[MemoryResult], list[SweepResult], list[PointResult]]:
+    points, adk = [], []
     for spec in specs:
         label = spec.label()
 
@@ -255,9 +257,25 @@ async def _measure(
             progress.step(f"{label}: {run.subject} {run.throughput:,.0f} ops/s")
 
         progress.step(label, advance=0)
-        points.append(
-            await run_point(spec, make_adapter, rounds=plan.rounds, gc_mode=plan.gc, on_run=advance)
+        subjects = _run.SUBJECTS
+        with_adk = spec in plan.adk_points() and any(s.name == STORE for s in subjects)
+        if with_adk:
+            subjects = (*subjects, ADK_SUBJECT)
+        point = await run_point(
+            spec,
+            make_adapter,
+            rounds=plan.rounds,
+            subjects=subjects,
+            gc_mode=plan.gc,
+            on_run=advance,
         )
+        if with_adk:
+            # The ADK runs are reported apart, against the store's runs of the same rounds.
+            runs = dict(point.runs)
+            adk_runs = runs.pop(ADK)
+            adk.append(PointResult(spec, point.counts, {STORE: runs[STORE], ADK: adk_runs}, None))
+            point = PointResult(spec, point.counts, runs, point.peak_rss)
+        points.append(point)
     memory = []
     if plan.memory_sessions:
         progress.step(f"memory: {plan.memory_sessions:,} sessions [{backend}]", advance=0)
@@ -279,95 +297,4 @@ async def _measure(
             )
         )
         progress.step("sweep done")
-    return points, memory, sweeps
-
-
-def _main_processes(args: argparse.Namespace) -> int:
-    backend = _flat(args.backend, ["asyncio"])[0]
-    users = _flat(args.users, [10_000])[0]
-    concurrency = _flat(args.concurrency, [256])[0]
-    results = []
-    try:
-        with _workdir() as workdir:
-            for processes in _flat(args.processes, [1]):
-                for batched in (True, False):
-                    results.append(
-                        run_processes(
-                            adapter=args.adapter,
-                            url=args.adapter_url,
-                            workdir=workdir,
-                            processes=processes,
-                            users=users,
-                            operations=_operations(args, DEFAULT_OPERATIONS),
-                            concurrency=concurrency,
-                            backend=backend,
-                            seed=args.seed,
-                            batched=batched,
-                        )
-                    )
-    except BenchmarkError as exc:
-        return _usage_error(exc)
-    print(
-        f"resolve across processes [{backend}, {args.adapter}], U={users:,}, "
-        f"C={concurrency} per process, {_operations(args, DEFAULT_OPERATIONS):,} operations per run"
-    )
-    print(f"{'P':>3} {'store ops/s':>12} {'per-op ops/s':>13} {'ratio':>6}  exactly-once")
-    by_key = {(r.processes, r.batched): r for r in results}
-    ok = True
-    for processes in _flat(args.processes, [1]):
-        store, single = by_key[processes, True], by_key[processes, False]
-        checks = (
-            "ok"
-            if store.ok and single.ok
-            else (
-                f"FAILED: {store.duplicates + single.duplicates} duplicates, "
-                f"{store.disagreements + single.disagreements} users given another session"
-            )
-        )
-        ok = ok and store.ok and single.ok
-        print(
-            f"{processes:>3} {store.throughput:>12,.0f} {single.throughput:>13,.0f} "
-            f"{store.throughput / single.throughput:>5.2f}x  {checks} ({store.users:,} users)"
-        )
-    return 0 if ok else 1
-
-
-def _main_ceiling(args: argparse.Namespace) -> int:
-    if args.adapter not in CEILING_ADAPTERS:
-        adapters = " or -a ".join(CEILING_ADAPTERS)
-        return _usage_error(f"--write-ceiling measures the SQLite adapter: -a {adapters}")
-    users = _flat(args.users, [10_000])[0]
-    concurrency = _flat(args.concurrency, [256])[0]
-    try:
-        with _workdir() as workdir:
-            result = measure_write_ceiling(
-                workdir,
-                users=users,
-                operations=_operations(args, DEFAULT_OPERATIONS),
-                concurrency=concurrency,
-                rounds=args.rounds,
-                seed=args.seed,
-                fresh=args.fresh,
-            )
-    except BenchmarkError as exc:
-        return _usage_error(exc)
-    print(
-        f"SQLite write ceiling: the adapter's own transactions, no store, U={users:,}, "
-        f"{result.commits:,} commits of {_operations(args, DEFAULT_OPERATIONS):,} resolves, "
-        f"synchronous={result.synchronous}"
-    )
-    print(f"{'round':>6} {f'{concurrency} per tx':>14} {'1 per tx':>10} {'ratio':>7}")
-    for number, run in enumerate(result.rounds, 1):
-        print(
-            f"{number:>6} {result.commits / run.grouped_seconds:>14,.0f} "
-            f"{result.commits / run.single_seconds:>10,.0f} {run.ratio:>6.2f}x"
-        )
-    print(
-        f"{'median':>6} {result.grouped_rate:>14,.0f} {result.single_rate:>10,.0f} "
-        f"{result.ratio:>6.2f}x"
-    )
-    print(
-        "(commits/s; the ratio bounds the store's sqlite/sqlite-single ratio at this "
-        "concurrency on this disk)"
-    )
-    return 0
+    return points, memory, sweeps, adk

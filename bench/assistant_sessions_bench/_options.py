@@ -11,7 +11,7 @@ from typing import Any, Final
 import attrs
 
 from ._adapters import BenchmarkError
-from ._results import PointSpec
+from ._results import PointSpec, adk_applies
 from ._workload import DISTRIBUTIONS, WORKLOADS
 
 __all__ = [
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--operations",
         type=_count,
         help=f"operations per run (default {DEFAULT_OPERATIONS:,}; {DURABLE_OPERATIONS:,} on an "
-        "adapter other than memory, so that a default run takes about a minute)",
+        "adapter other than memory, so that a default run takes about a minute; with "
+        f"--processes {DEFAULT_OPERATIONS:,}, {DURABLE_OPERATIONS:,} on postgres)",
     )
     add("-c", "--concurrency", type=_counts, action="append", help="client tasks C (default 256)")
     add(
@@ -111,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="asyncio (default), asyncio+uvloop, trio",
     )
     add("-a", "--adapter", default="memory", help="storage adapter (see --list-adapters)")
-    add("--adapter-url", help="server URL for adapters that need one")
+    add(
+        "--adapter-url",
+        help="server URL for adapters that need one: redis (default redis://127.0.0.1:6379/0); "
+        "postgres (required): a libpq conninfo or postgresql:// URL",
+    )
     add("--list-adapters", action="store_true", help="list the adapters and exit")
     add("-r", "--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     add("--seed", type=int, default=1, help="random seed of the workload")
@@ -168,8 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_counts,
         action="append",
         help="instead of the in-process comparison: aggregate resolve throughput of P worker "
-        "processes sharing one storage (-a redis or sqlite), batched and per-operation, with "
-        "the exactly-once check across all of them (e.g. --processes 1,2)",
+        "processes sharing one storage (-a redis, postgres or sqlite), batched and "
+        "per-operation, with the exactly-once check across all of them (e.g. --processes 1,2); "
+        "with -a postgres, also Google ADK's DatabaseSessionService on the same server",
+    )
+    add(
+        "--no-adk",
+        action="store_true",
+        help="skip the Google ADK baselines (InMemorySessionService with -a memory, "
+        "DatabaseSessionService with -a postgres --processes); they need google-adk[db] and "
+        "are skipped with a note without it",
     )
     add(
         "--idle-subscriber",
@@ -213,6 +226,12 @@ class _Plan:
     sweep_reference: int
     sweep_repeats: int
     gc: str
+    #: Whether the ADK subject runs at the points it applies to (``_results.adk_applies``).
+    adk: bool = False
+
+    def adk_points(self) -> list[PointSpec]:
+        """The points at which the ADK subject runs."""
+        return [point for point in self.points if self.adk and adk_applies(point)]
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -270,16 +289,21 @@ def _plan(args: argparse.Namespace) -> _Plan:
 #: estimate printed before a run. Unknown adapters count as durable ones.
 _COST: Final = {"memory": (36e-6, 15e-6), "durable": (420e-6, 650e-6)}
 
+#: Rough seconds per operation of one round of the ADK subject (InMemorySessionService, with
+#: its prefill): measured on a loaded 2-vCPU machine, scaled as the floor's figure there was.
+_ADK_COST: Final = 15e-6
+
 
 def _estimate(plan: _Plan, adapter: str) -> float:
     """Roughly how many seconds ``plan`` takes on a machine like the one of the README."""
     per_op, per_session = _COST["memory" if adapter == "memory" else "durable"]
     operations = sum(point.operations for point in plan.points) * plan.rounds
+    adk = sum(point.operations for point in plan.adk_points()) * plan.rounds * _ADK_COST
     phases = len(plan.backends) * (
         plan.memory_sessions
         + (plan.sweep_total + plan.sweep_repeats * plan.sweep_reference if plan.sweep_total else 0)
     )
-    return operations * per_op + phases * per_session
+    return operations * per_op + adk + phases * per_session
 
 
 def _estimate_line(plan: _Plan, adapter: str) -> str:

@@ -1,13 +1,15 @@
 """``--processes P``: aggregate resolve throughput of P worker processes sharing one storage.
 
-Every worker runs its own store (its own actors) over the *same* data -- one Redis key prefix, or
-one SQLite file -- as the workers of a deployment do. All workers start at once on a barrier and
-resolve random users from one shared set, so they race on the same new users; afterwards the
-exactly-once check runs across all of them: every user must have exactly one live session, and
-every worker must have been given that one. The same run with ``batched=False`` is the
-per-operation baseline: one commit per operation (``max_batch=1``), on an adapter made with
-``group_commit=False``, so one round trip per commit: for Redis one script call per round trip,
-for SQLite one transaction per commit.
+Every worker runs its own store (its own actors) over the *same* data -- one Redis key prefix,
+or one PostgreSQL schema, or one SQLite file -- as the workers of a deployment do. All workers
+start at once on a barrier and resolve random users from one shared set, so they race on the
+same new users; afterwards the exactly-once check runs across all of them: every user must have
+exactly one live session, and every worker must have been given that one. The same run with
+``batched=False`` is the per-operation baseline: one commit per operation (``max_batch=1``), on
+an adapter made with ``group_commit=False``, so one round trip per commit: for Redis one script
+call per round trip, for PostgreSQL and SQLite one transaction per commit. What a run writes to
+a server is removed when it ends, however it ends: its Redis keys, its PostgreSQL schema (``DROP
+SCHEMA ... CASCADE``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from assistant_sessions.adapters.base import SessionStoreAdapter
 
 from ._adapters import BenchmarkError
 from ._cleanup import RedisKeyLog
+from ._postgres import NEEDS_DSN, PostgresSchemaLog
 
 __all__ = ["ProcessesResult", "run_processes"]
 
 #: Adapters whose data several processes can share.
-SHARED_ADAPTERS: Final = ("redis", "sqlite")
+SHARED_ADAPTERS: Final = ("redis", "postgres", "sqlite")
 
 _READY_TIMEOUT: Final = 60.0
 
@@ -74,6 +77,13 @@ def _make_adapter(
         return RedisSessionStoreAdapter(
             url or DEFAULT_REDIS_URL, key_prefix=prefix, group_commit=batched
         )
+    if adapter == "postgres":
+        # Imported here: the PostgreSQL adapter needs the optional psycopg (``postgres``).
+        from assistant_sessions.adapters.postgres import PostgresSessionStoreAdapter
+
+        if url is None:
+            raise BenchmarkError(NEEDS_DSN)
+        return PostgresSessionStoreAdapter(url, schema=prefix, group_commit=batched)
     return SqliteSessionStoreAdapter(path, group_commit=batched)
 
 
@@ -154,11 +164,21 @@ def run_processes(
         raise BenchmarkError(
             f"--processes needs shared storage: one of {', '.join(SHARED_ADAPTERS)}"
         )
-    prefix = f"bench-p-{uuid.uuid4().hex[:12]}"
+    if adapter == "postgres" and url is None:
+        raise BenchmarkError(NEEDS_DSN)
+    # A Redis key prefix, or a PostgreSQL schema (a plain identifier), of this run's own.
+    prefix = (
+        f"bench_p_{uuid.uuid4().hex[:12]}"
+        if adapter == "postgres"
+        else (f"bench-p-{uuid.uuid4().hex[:12]}")
+    )
     path = workdir / f"{prefix}.db"
     redis_keys = RedisKeyLog()
+    schemas = PostgresSchemaLog()
     if adapter == "redis":
         redis_keys.record(url or DEFAULT_REDIS_URL, prefix)
+    elif adapter == "postgres" and url is not None:
+        schemas.record(url, prefix)
     try:
         context = multiprocessing.get_context("spawn")
         start = context.Event()
@@ -221,5 +241,7 @@ def run_processes(
             disagreements=disagreements,
         )
     finally:
-        # The workers' keys (SQLite's file goes with the work directory), however it ended.
+        # The workers' keys or schema (SQLite's file goes with the work directory), however
+        # it ended.
         redis_keys.delete_all()
+        schemas.drop_all()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ._adapters import BenchmarkError
-from ._results import MemoryResult, PointResult, SweepResult, Target
+from ._results import ADK, STORE, MemoryResult, PointResult, SweepResult, Target
 
 __all__ = ["environment", "render", "write_json", "write_plots"]
 
@@ -109,17 +109,60 @@ _POINT_COLUMNS = (
 )  # fmt: skip
 
 
+_ADK_TITLE = (
+    "The store against Google ADK's InMemorySessionService doing the same lookup-or-create "
+    "with its own API (list_sessions, else create_session), in the same rounds; ADK runs on "
+    "asyncio only"
+)
+
+_ADK_COLUMNS = (
+    "point", "store ops/s", "ADK ops/s", "store x ADK", "store p99", "ADK p99",
+    "ADK sessions/user",
+)  # fmt: skip
+
+
+def _adk_rows(adk: Sequence[PointResult]) -> list[list[str]]:
+    rows = []
+    for point in adk:
+        store, baseline = point.summary(STORE), point.summary(ADK)
+        checks = [run.check for run in point.runs[ADK]]
+        worst = max(checks, key=lambda check: (check.duplicated, check.missing))
+        found = (
+            worst.describe()
+            if worst.ok
+            else f"{worst.duplicated:,} of {worst.users_checked:,} users have 2+"
+            + (f", {worst.missing:,} none" if worst.missing else "")
+        )
+        if baseline.errors:
+            found = f"{baseline.errors} errors: {baseline.first_error}"
+        rows.append(
+            [
+                point.spec.label(),
+                _rate(store.throughput),
+                _rate(baseline.throughput),
+                _ratio(point.ratio(STORE, ADK)),
+                _duration(store.p99),
+                _duration(baseline.p99),
+                found,
+            ]
+        )
+    return rows
+
+
 def _tables(
     points: Sequence[PointResult],
     memory: Sequence[MemoryResult],
     sweeps: Sequence[SweepResult],
     targets: Sequence[Target],
+    adk: Sequence[PointResult] = (),
 ) -> list[tuple[str, Sequence[str], list[list[str]]]]:
     tables: list[tuple[str, Sequence[str], list[list[str]]]] = []
     for point in points:
         spec = point.spec
         title = f"{spec.label()}: {spec.operations:,} ops, peak RSS {_bytes(point.peak_rss)}"
         tables.append((title, _POINT_COLUMNS, _point_rows(point)))
+    if adk:
+        tables.append((_ADK_TITLE, _ADK_COLUMNS, _adk_rows(adk)))
     if memory:
         rows = [
             [
@@ -186,9 +229,10 @@ def render(
     sweeps: Sequence[SweepResult],
     targets: Sequence[Target],
     console: Any | None,
+    adk: Sequence[PointResult] = (),
 ) -> None:
     """Print every table: with rich on ``console`` if given, else as plain text."""
-    tables = _tables(points, memory, sweeps, targets)
+    tables = _tables(points, memory, sweeps, targets, adk)
     if console is None:
         for title, columns, rows in tables:
             print(f"\n{title}")

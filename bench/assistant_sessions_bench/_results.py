@@ -31,6 +31,11 @@ __all__ = [
 FLOOR: Final = "floor"
 LOCK: Final = "lock"
 STORE: Final = "store"
+#: Google ADK's InMemorySessionService (``_adk``): reported apart, against the store only.
+ADK: Final = "adk"
+
+#: The workloads the ADK subject runs (those made only of resolves).
+ADK_WORKLOADS: Final = ("resolve", "hot")
 
 #: Quantiles kept for latency CDF charts (in the JSON as well).
 CDF_POINTS: Final = tuple(sorted({*range(0, 100, 2), 95, 97.5, 99, 99.5, 99.9, 100}))
@@ -103,6 +108,16 @@ class SubjectRun:
     def ok(self) -> bool:
         """No operation failed and the exactly-once check passed."""
         return not self.errors and self.check.ok
+
+
+def adk_applies(spec: PointSpec) -> bool:
+    """Whether the ADK subject runs at this point: on the in-memory adapter, on asyncio (ADK
+    asks for it), on a workload of resolves only."""
+    return (
+        spec.adapter == "memory"
+        and spec.backend.startswith("asyncio")
+        and spec.workload in ADK_WORKLOADS
+    )
 
 
 @final
@@ -181,6 +196,12 @@ class PointResult:
             check=(failed[0] if failed else runs[-1]).check.describe(),
             errors=sum(r.errors for r in runs),
             first_error=next((r.first_error for r in runs if r.first_error), None),
+        )
+
+    def ratio(self, top: str, bottom: str) -> float | None:
+        """The median over rounds of ``top``'s throughput over ``bottom``'s in that round."""
+        return _median_ratio(
+            [r.throughput for r in self.runs[top]], [r.throughput for r in self.runs[bottom]]
         )
 
     def cdf(self, subject: str) -> list[tuple[float, float]]:
@@ -301,11 +322,13 @@ def evaluate_targets(
     points: Sequence[PointResult],
     memory: Sequence[MemoryResult],
     sweeps: Sequence[SweepResult],
+    adk: Sequence[PointResult] = (),
 ) -> list[Target]:
     """Every design goal the measured points allow evaluating.
 
     The goals are set for the in-memory adapter at C=256 (the resolve goals at U=10^4); points
-    and phases of other configurations are reported without goals.
+    and phases of other configurations are reported without goals. ``adk``: the store against
+    Google ADK's InMemorySessionService (its runs ``store`` and ``adk``).
     """
     targets: list[Target] = []
     for point in points:
@@ -322,6 +345,13 @@ def evaluate_targets(
             ]
         elif spec.workload == "hot":
             targets.append(_target("hot user vs lock", store.vs_lock, where, low=1.0))
+    for point in adk:
+        spec = point.spec
+        if (spec.adapter, spec.concurrency, spec.workload, spec.users) == (
+            "memory", 256, "resolve", 10_000
+        ):  # fmt: skip
+            ratio = point.ratio(STORE, ADK)
+            targets.append(_target("resolve vs ADK in-memory", ratio, spec.label(), low=2.0))
     targets += _scaling_targets(points)
     for sweep in (s for s in sweeps if s.adapter == "memory"):
         where = (

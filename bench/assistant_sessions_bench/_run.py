@@ -61,7 +61,10 @@ class Subject:
             synchronously.
         open: Given an adapter (filled, closed), an async context manager yielding an object
             with the store's ``resolve``, ``update_metadata``, ``attach_surface``,
-            ``detach_surface`` and ``find``. It owns the adapter's ``open``/``aclose``.
+            ``detach_surface`` and ``find``. It owns the adapter's ``open``/``aclose``. An
+            object that keeps its sessions elsewhere (a baseline's own service) also has
+            ``load_prefill(prefill)`` and ``check_exactly_once(users)``, used instead of the
+            adapter's.
         own_memory: Runs on a new in-memory adapter whatever ``--adapter`` says (the floor).
     """
 
@@ -215,6 +218,11 @@ async def run_subject(
     adapter = InMemorySessionStoreAdapter() if subject.own_memory else make_adapter()
     await populate(adapter, workload.prefill)
     async with subject.open(adapter) as client:
+        # A subject that keeps sessions elsewhere (a baseline's own service) loads the prefill
+        # itself, and reads its sessions back itself for the check.
+        load_prefill = getattr(client, "load_prefill", None)
+        if callable(load_prefill):
+            await load_prefill(workload.prefill)
         with _quiet_gc(gc_mode):
             if subject.concurrent:
                 elapsed, latencies, errors = await _drive(client, workload.operations, concurrency)
@@ -222,7 +230,12 @@ async def run_subject(
                 elapsed, latencies, errors = _drive_sync(client, workload.operations)
         statistics_of = getattr(client, "statistics", None)
         live = statistics_of().live_actors if callable(statistics_of) else None
-        check = await check_exactly_once(adapter, workload.resolved_users)
+        own_check = getattr(client, "check_exactly_once", None)
+        check = (
+            await own_check(workload.resolved_users)
+            if callable(own_check)
+            else await check_exactly_once(adapter, workload.resolved_users)
+        )
     latencies.sort()
     return SubjectRun(
         subject=subject.name,
