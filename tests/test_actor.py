@@ -17,7 +17,9 @@ from assistant_sessions import (
     SessionNotFoundError,
     create_session_store,
 )
+from assistant_sessions._runtime import registry as registry_module
 from assistant_sessions._runtime.actor import MAX_CONFLICT_RETRIES, UserActor
+from assistant_sessions._runtime.registry import ActorRegistry
 from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.testing import FakeClock
 
@@ -154,6 +156,61 @@ async def test_the_slow_path_drains_with_one_task_per_busy_user(
         # One drain task per user that had requests queued, not one per request.
         assert sorted(spawned) == ["u0", "u1", "u2", "u3"]
         assert store.statistics().busy_actors == 0
+
+
+def _count_workers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the first actor of every drain worker (task) started from now on."""
+    started: list[str] = []
+    work = ActorRegistry._work
+
+    async def counting_work(registry: ActorRegistry, actor: UserActor | None) -> None:
+        started.append(actor.user_id if actor is not None else "")
+        await work(registry, actor)
+
+    monkeypatch.setattr(ActorRegistry, "_work", counting_work)
+    return started
+
+
+async def test_idle_actors_are_handed_to_waiting_drain_workers_not_new_tasks(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = SlowAdapter()
+    async with create_session_store(adapter, clock=clock, sweep_interval=None) as store:
+        started = _count_workers(monkeypatch)
+        drained = _count_drains(monkeypatch)
+        for i in range(50):
+            await store.resolve(user_id=f"u{i}")
+            await anyio.wait_all_tasks_blocked()
+        # One call at a time: every actor was drained, by the one worker started first.
+        assert sorted(drained) == sorted(f"u{i}" for i in range(50))
+        assert started == ["u0"]
+        # Retirement ends the waiting workers: the next call needs a new one.
+        store._runtime.registry.retire_idle()
+        await anyio.wait_all_tasks_blocked()
+        await store.resolve(user_id="after")
+        assert started == ["u0", "after"]
+
+
+async def test_at_most_max_idle_workers_wait_after_a_burst(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "MAX_IDLE_WORKERS", 3)
+    adapter = SlowAdapter()
+    async with create_session_store(adapter, clock=clock, sweep_interval=None) as store:
+        started = _count_workers(monkeypatch)
+        gate = adapter.block("commit")
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(lambda i=i: store.resolve(user_id=f"u{i}"))
+                await gate.wait_for(8)
+                adapter.unblock("commit")
+        await anyio.wait_all_tasks_blocked()
+        assert len(started) == 8
+        assert len(store._runtime.registry._idle) == 3
+        # Three calls at once reuse the three waiting workers.
+        await gather(3, lambda i: store.resolve(user_id=f"v{i}"))
+        assert len(started) == 8
 
 
 async def test_a_duplicate_id_fails_only_its_own_request_in_a_batch(clock: FakeClock) -> None:

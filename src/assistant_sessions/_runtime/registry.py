@@ -1,10 +1,21 @@
-"""The actor registry: which users have a live actor, their tasks, restarts and retirement."""
+"""The actor registry: which users have a live actor, their tasks, restarts and retirement.
+
+An actor with work and no task to do it (see :mod:`~assistant_sessions._runtime.actor`) is
+handed to a *drain worker*: a task of the store that drains one actor after another. A worker
+that finished an actor waits for the next one, so under load an actor gets a task by a hand-over
+(an event set) instead of a new task: starting a task costs several times more. At most
+:data:`MAX_IDLE_WORKERS` wait at a time (more end at once), and every waiting worker ends at the
+next :meth:`ActorRegistry.retire_idle`, so workers follow the work, as actors do.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Final
 
+import anyio
 import anyio.abc
+import attrs
 
 from .._clock import Clock
 from .._core import Policy
@@ -16,9 +27,20 @@ from .request import ActorCrash, Request
 from .restarts import RestartIntensity
 from .storage import Storage
 
-__all__ = ["ActorRegistry"]
+__all__ = ["MAX_IDLE_WORKERS", "ActorRegistry"]
 
 logger = logging.getLogger("assistant_sessions")
+
+#: Most drain workers waiting for an actor at a time.
+MAX_IDLE_WORKERS: Final = 256
+
+
+@attrs.define(eq=False)
+class _Idle:
+    """A waiting drain worker: ``wake`` is set with the ``actor`` to drain, or ``None`` to end."""
+
+    wake: anyio.Event = attrs.Factory(anyio.Event)
+    actor: UserActor | None = None
 
 
 class ActorRegistry:
@@ -43,6 +65,7 @@ class ActorRegistry:
         self.tick = 0
         self._recorder = recorder
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._idle: list[_Idle] = []
         self._context = ActorContext(
             storage=storage,
             clock=clock,
@@ -76,11 +99,35 @@ class ActorRegistry:
     # -- tasks and failures --------------------------------------------------------------------
 
     def spawn(self, actor: UserActor) -> None:
-        """Start the actor's drain task (the actor is already marked busy)."""
+        """Give the actor a drain worker (the actor is already marked busy): a waiting one if
+        there is one, else a new task."""
+        if self._idle:
+            idle = self._idle.pop()
+            idle.actor = actor
+            idle.wake.set()
+            return
         assert self._task_group is not None
-        self._task_group.start_soon(self._run, actor, name=f"actor:{actor.user_id}")
+        self._task_group.start_soon(self._work, actor, name="actor drain worker")
 
-    async def _run(self, actor: UserActor) -> None:
+    async def _work(self, actor: UserActor | None) -> None:
+        """Drain actors, one after another, until no actor comes (see the module docs)."""
+        while actor is not None:
+            await self._drain(actor)
+            if len(self._idle) >= MAX_IDLE_WORKERS:
+                return
+            idle = _Idle()
+            self._idle.append(idle)
+            try:
+                await idle.wake.wait()
+            except BaseException:
+                # Only the store's exit cancels a worker. An actor handed over in that instant
+                # is the exit's: its queued calls fail with StoreClosedError there.
+                if idle.actor is None:
+                    self._idle.remove(idle)
+                raise
+            actor = idle.actor
+
+    async def _drain(self, actor: UserActor) -> None:
         try:
             await actor.drain()
         except ActorCrash as crash:
@@ -138,7 +185,14 @@ class ActorRegistry:
             del self.actors[actor.user_id]
             restarts.forget(actor.user_id)
         self.tick = tick + 1
+        self.release_workers()
         return len(retired)
+
+    def release_workers(self) -> None:
+        """End every waiting drain worker."""
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.wake.set()
 
     def fail_queued(self) -> None:
         """Fail every queued request with :class:`StoreClosedError` (the store's exit, past its
