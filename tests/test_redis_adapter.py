@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from operator import methodcaller
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from assistant_sessions import (
     SessionStateError,
     create_session_store,
 )
-from assistant_sessions.adapters import Rejection, UserCommit
+from assistant_sessions.adapters import Rejection, UserCommit, UserSnapshot
 from assistant_sessions.adapters._encoding import session_to_dict
 from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
 from assistant_sessions.model import recency_key
@@ -302,10 +303,8 @@ async def test_a_claim_left_behind_is_taken_after_fencing_its_holder(
         assert await adapter.commit([UserCommit("u2", 0, (make("X", "u2"),))]) == [None]
         # u1's commit with its old proof of claim must not apply: the script asks for a new
         # claim, and a new claim finds the id taken.
-        script, keys, args = adapter._commit_call(
-            UserCommit("u1", 0, (make("X", "u1"),)), {b"X"}, b"0"
-        )
-        reply = await adapter._eval(script, keys, args)
+        entry = adapter._commit_entry(UserCommit("u1", 0, (make("X", "u1"),)), {b"X"}, b"0")
+        (reply,) = await adapter._send([entry])
         assert int(reply[0]) == 3
         assert not await adapter._claim(b"u1", b"X")
         assert await adapter.commit([UserCommit("u1", 0, (make("X", "u1"),))]) == [
@@ -446,17 +445,24 @@ def test_bad_arguments_are_refused(kwargs: dict[str, Any], error: type[Exception
         RedisSessionStoreAdapter(**kwargs)
 
 
-async def test_concurrent_commits_of_many_users_share_pipelines(
+def entries_in(args: list[bytes]) -> int:
+    """How many entries a call of the batch script carries (one argument each, after the
+    call's tag, claims mode and lease token)."""
+    return len(args) - 3
+
+
+async def test_concurrent_commits_of_many_users_share_script_calls(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
-    sent: list[int] = []
-    run = adapter._redis._settled
+    # Per round trip: how many script calls, and how many entries they carried.
+    sent: list[tuple[int, int]] = []
+    run = adapter._redis.settled
 
     async def counting(calls: list[Any]) -> list[Any]:
-        sent.append(len(calls))
+        sent.append((len(calls), sum(entries_in(args) for _, _, args in calls)))
         return await run(calls)
 
-    adapter._redis._settled = counting  # type: ignore[method-assign]
+    adapter._redis.settled = counting  # type: ignore[method-assign]
     results: dict[str, list[Rejection | None]] = {}
 
     async def commit(user: str) -> None:
@@ -466,11 +472,18 @@ async def test_concurrent_commits_of_many_users_share_pipelines(
         for n in range(60):
             tg.start_soon(commit, f"user-{n}")
     assert results == {f"user-{n}": [None] for n in range(60)}
-    # With several buckets a create takes two script rounds (claims are taken in between).
-    assert sum(sent) == 60 * (1 if adapter.buckets == 1 else 2)
-    # The first call went alone; the ones made while it was in flight went together.
-    assert sent[0] == 1
+    # With several buckets a create takes two rounds (claims are taken in between).
+    assert sum(entries for _, entries in sent) == 60 * (1 if adapter.buckets == 1 else 2)
+    # The first commit went alone; the ones made while it was in flight went together.
+    assert sent[0] == (1, 1)
     assert len(sent) < 10
+    assert max(entries for _, entries in sent) > 10
+    if adapter.buckets == 1:
+        # One bucket: every user's commit of a round trip in one script call.
+        assert {calls for calls, _ in sent} == {1}
+    else:
+        # A script call per bucket: fewer calls than entries where users share a bucket.
+        assert all(calls <= min(entries, adapter.buckets) for calls, entries in sent)
     for n in range(60):
         assert (await adapter.load_user(f"user-{n}")).version == 1
 
@@ -479,13 +492,13 @@ async def test_a_commit_cancelled_before_its_pipeline_was_sent_changes_nothing(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
     gate = anyio.Event()
-    run = adapter._redis._settled
+    run = adapter._redis.settled
 
     async def gated(calls: list[Any]) -> list[Any]:
         await gate.wait()
         return await run(calls)
 
-    adapter._redis._settled = gated  # type: ignore[method-assign]
+    adapter._redis.settled = gated  # type: ignore[method-assign]
     first: list[Rejection | None] = []
 
     async def lead() -> None:
@@ -522,7 +535,7 @@ async def test_a_commit_cancelled_once_its_pipeline_was_sent_leaves_when_it_ende
     await adapter.open()
     gates = [anyio.Event(), anyio.Event()]
     pipelines: list[int] = []
-    run = adapter._redis._settled
+    run = adapter._redis.settled
 
     second = anyio.Event()
 
@@ -532,10 +545,10 @@ async def test_a_commit_cancelled_once_its_pipeline_was_sent_leaves_when_it_ende
                 second.set()
             await gates[len(pipelines)].wait()
         replies = await run(calls)
-        pipelines.append(len(calls))
+        pipelines.append(sum(entries_in(args) for _, _, args in calls))
         return replies
 
-    adapter._redis._settled = gated  # type: ignore[method-assign]
+    adapter._redis.settled = gated  # type: ignore[method-assign]
     scope = anyio.CancelScope()
     left: list[int] = []
 
@@ -578,13 +591,13 @@ async def test_without_group_commit_each_call_is_sent_on_its_own(
     await adapter.open()
     try:
         sent: list[int] = []
-        # Every call goes straight to the driver, bypassing the batcher.
+        # Every call goes straight to Redis, bypassing the batcher.
         run = adapter._send
-        assert run == adapter._redis.send_scripts
+        assert run == adapter._entries.send_now
 
-        async def counting(calls: list[Any]) -> list[Any]:
-            sent.append(len(calls))
-            return await run(calls)
+        async def counting(entries: list[Any]) -> list[Any]:
+            sent.append(len(entries))
+            return await run(entries)
 
         adapter._send = counting
         results: dict[str, list[Rejection | None]] = {}
@@ -597,7 +610,7 @@ async def test_without_group_commit_each_call_is_sent_on_its_own(
                 tg.start_soon(commit, f"user-{n}")
         assert results == {f"user-{n}": [None] for n in range(30)}
         assert sent == [1] * 30
-        # A call with several users still sends their scripts together.
+        # A call with several users still sends their commits together.
         sent.clear()
         commits = [UserCommit(f"other-{n}", 0, (make(f"o{n}", f"other-{n}"),)) for n in range(3)]
         assert await adapter.commit(commits) == [None] * 3
@@ -726,16 +739,16 @@ async def test_a_writer_that_keeps_losing_races_gets_a_lease(
 async def test_a_users_broken_key_fails_that_user_alone(
     adapter: RedisSessionStoreAdapter,
 ) -> None:
-    """One user's script failing in a shared pipeline (a key of the wrong type) fails that
+    """One user's entry failing in a shared script call (a key of the wrong type) fails that
     user's call alone: everyone else's load and commit, sent with it, has its true outcome."""
     sent: list[int] = []
-    run = adapter._redis._settled
+    run = adapter._redis.settled
 
     async def counting(calls: list[Any]) -> list[Any]:
-        sent.append(len(calls))
+        sent.append(sum(entries_in(args) for _, _, args in calls))
         return await run(calls)
 
-    adapter._redis._settled = counting  # type: ignore[method-assign]
+    adapter._redis.settled = counting  # type: ignore[method-assign]
     broken = adapter._keys.version_key(b"broken")
     await adapter._redis.call(lambda client: client.lpush(broken, [b"not a version"]))
     users = [f"user-{n}" for n in range(30)]
@@ -757,7 +770,7 @@ async def test_a_users_broken_key_fails_that_user_alone(
         for user in [*users[:15], "broken", *users[15:]]:
             tg.start_soon(commit, user)
             tg.start_soon(load, user)
-    assert max(sent) > 2  # the broken user's scripts shared pipelines with others
+    assert max(sent) > 2  # the broken user's entries shared script calls with others
     for key in ("broken", "load broken"):
         error = outcomes.pop(key)
         assert isinstance(error, AdapterError)
@@ -805,3 +818,63 @@ async def test_a_failed_read_says_what_failed(adapter: RedisSessionStoreAdapter)
         await adapter.get("s1")
     assert "wrong kind of value" in str(caught.value)
     assert caught.value.__cause__ is not None
+
+
+async def test_a_broken_shared_key_fails_the_call_before_anything_is_written(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    """Entries write only once every key they touch was read; a key every entry of a bucket
+    shares (the recency index) holding the wrong type fails them all, with nothing written."""
+    recency = adapter._keys.recency_key(adapter._keys.bucket(b"u"))
+    await adapter._redis.call(lambda client: client.set(recency, b"not a zset"))
+    commits = [UserCommit("u", 0, (make("a", "u"),)), UserCommit("v", 0, (make("b", "v"),))]
+    if adapter.buckets > 1:
+        commits = commits[:1]  # v may live in another bucket
+    with pytest.raises(AdapterError, match="wrong kind of value"):
+        await adapter.commit(commits)
+    await adapter._redis.call(lambda client: client.delete([recency]))
+    for commit in commits:
+        assert await adapter.load_user(commit.user_id) == UserSnapshot(commit.user_id, 0, ())
+    assert await adapter.commit(commits) == [None] * len(commits)
+
+
+async def test_every_session_is_in_the_sweep_index_of_its_state_alone(
+    adapter: RedisSessionStoreAdapter, redis_server: RedisServer
+) -> None:
+    """A commit takes a session out of the sweep index of the state it was stored in: found
+    in the stored JSON, or, for JSON another writer stored, by leaving every other index."""
+    states = list(SessionState)
+    sessions = [make(f"s{n}", "u", state=states[n % 4]) for n in range(8)]
+    assert await adapter.commit([UserCommit("u", 0, tuple(sessions))]) == [None]
+    key = adapter._keys.sessions_key(b"u")
+    # Two sessions as another writer would store them (not this library's compact JSON).
+    for foreign in sessions[:2]:
+        text = json.dumps(session_to_dict(foreign), ensure_ascii=False).encode()
+        await adapter._redis.call(lambda client, s=foreign, t=text: client.hset(key, {s.id: t}))
+    bucket = adapter._keys.bucket(b"u")
+
+    async def indexes_of(session_id: str) -> list[SessionState]:
+        member = b"1:u" + session_id.encode()
+        replies = await adapter._redis.pipeline(
+            [
+                methodcaller("zscore", adapter._keys.due_key(bucket, state), member)
+                for state in states
+            ]
+        )
+        return [state for state, score in zip(states, replies, strict=True) if score is not None]
+
+    for version, shift in enumerate((1, 2, 3, 0), start=1):
+        moved = [attrs.evolve(s, state=states[(n + shift) % 4]) for n, s in enumerate(sessions)]
+        assert await adapter.commit([UserCommit("u", version, tuple(moved))]) == [None]
+        for session in moved:
+            assert await indexes_of(session.id) == [session.state], session.id
+
+
+async def test_ids_with_nul_are_refused(adapter: RedisSessionStoreAdapter) -> None:
+    with pytest.raises(InvalidInputError, match="NUL"):
+        await adapter.commit([UserCommit("u", 0, (make("a\x00b", "u"),))])
+    with pytest.raises(InvalidInputError, match="NUL"):
+        await adapter.commit([UserCommit("u\x00", 0, (make("a", "u\x00"),))])
+    with pytest.raises(InvalidInputError, match="NUL"):
+        await adapter.load_user("u\x00")
+    assert (await adapter.load_user("u")).version == 0

@@ -36,6 +36,7 @@ from ._modes import usage_error as _usage_error
 from ._modes import workdir as _workdir
 from ._options import _estimate_line, _Plan, _plan, build_parser
 from ._postgres import PostgresSchemaLog
+from ._redis_ceiling import REDIS_CEILING_ADAPTERS, main_redis_ceiling
 from ._report import environment, render, require_matplotlib, write_json, write_plots
 from ._results import (
     ADK,
@@ -132,6 +133,8 @@ def main(argv: Sequence[str]) -> int:
     if args.processes:
         return main_processes(args)
     if args.write_ceiling:
+        if args.adapter in REDIS_CEILING_ADAPTERS:
+            return main_redis_ceiling(args)
         return main_ceiling(args)
     if args.idle_subscriber:
         _run.SUBJECTS = (*_run.SUBJECTS, _run.IDLE_SUBSCRIBER)

@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead of the in-process comparison (-a sqlite): time the SQLite adapter's own "
         "write transaction on the workload's commits, C per transaction against one each, with "
-        "no store or event loop: the most group commit can gain on this disk",
+        "no store or event loop: the most group commit can gain on this disk; with -a redis: "
+        "the same commits through the Redis adapter's own script calls, C commits a round trip "
+        "in one script call against one script call each: the client's ceiling",
     )
     add("-q", "--quiet", action="store_true", help="no progress bar")
     return parser

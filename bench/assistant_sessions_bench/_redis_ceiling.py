@@ -169,7 +169,7 @@ async def _run_variant(
         rejected = 0
         for group in groups:
             replies = await send_entries(adapter, group, per_call=per)
-            rejected += sum(1 for reply in replies if reply[0] != 0)
+            rejected += sum(1 for reply in replies if reply != 0)
         seconds = time.perf_counter() - began
         client_cpu = time.process_time() - cpu_before
         server = await server_cpu_seconds(adapter) - server_before
@@ -227,9 +227,7 @@ def measure_redis_ceiling(
             prefix = f"bench-{os.getpid()}-c{next(instances)}"
             keys.record(url, prefix)
             runs.append(
-                anyio.run(
-                    _run_variant, url, prefix, prefill, commits, final, concurrency, variant
-                )
+                anyio.run(_run_variant, url, prefix, prefill, commits, final, concurrency, variant)
             )
         results.append(tuple(runs))
     return RedisCeilingResult(users, concurrency, len(commits), tuple(results))

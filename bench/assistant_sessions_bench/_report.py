@@ -149,6 +149,25 @@ def _adk_rows(adk: Sequence[PointResult]) -> list[list[str]]:
     return rows
 
 
+_CPU_TITLE = (
+    "CPU per operation (medians over rounds): this process's in the timed phase, and the "
+    "storage server's meanwhile (Redis: INFO CPU)"
+)
+
+
+def _cpu_rows(points: Sequence[PointResult]) -> list[list[str]]:
+    """Per subject of each point where a server's CPU was measured: CPU per operation."""
+    rows = []
+    for point in points:
+        cpu = {name: point.cpu_per_operation(name) for name in point.runs}
+        if all(server is None for _, server in cpu.values()):
+            continue
+        for name, values in cpu.items():
+            client, server = ("-" if v is None else _duration(v) for v in values)
+            rows.append([point.spec.label(), name, client, server])
+    return rows
+
+
 def _tables(
     points: Sequence[PointResult],
     memory: Sequence[MemoryResult],
@@ -161,6 +180,9 @@ def _tables(
         spec = point.spec
         title = f"{spec.label()}: {spec.operations:,} ops, peak RSS {_bytes(point.peak_rss)}"
         tables.append((title, _POINT_COLUMNS, _point_rows(point)))
+    cpu = _cpu_rows(points)
+    if cpu:
+        tables.append((_CPU_TITLE, ("point", "subject", "client CPU/op", "server CPU/op"), cpu))
     if adk:
         tables.append((_ADK_TITLE, _ADK_COLUMNS, _adk_rows(adk)))
     if memory:

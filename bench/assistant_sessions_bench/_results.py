@@ -88,6 +88,9 @@ class SubjectRun:
         first_error: The first of those, as text.
         live_actors: The store's live actors after the run (the store only).
         check: The exactly-once check.
+        cpu_seconds: CPU seconds this process used in the timed phase.
+        server_cpu_seconds: CPU seconds the storage server used meanwhile (Redis: ``INFO
+            CPU``), where it tells.
     """
 
     subject: str
@@ -98,6 +101,8 @@ class SubjectRun:
     first_error: str | None
     live_actors: int | None
     check: ExactlyOnce
+    cpu_seconds: float | None = None
+    server_cpu_seconds: float | None = None
 
     @property
     def throughput(self) -> float:
@@ -198,6 +203,16 @@ class PointResult:
             first_error=next((r.first_error for r in runs if r.first_error), None),
         )
 
+    def cpu_per_operation(self, subject: str) -> tuple[float | None, float | None]:
+        """Medians over rounds of client and server CPU seconds per operation (or ``None``)."""
+        runs = self.runs[subject]
+        client = [r.cpu_seconds / r.operations for r in runs if r.cpu_seconds is not None]
+        server = [s / r.operations for r in runs if (s := r.server_cpu_seconds) is not None]
+        return (
+            statistics.median(client) if client else None,
+            statistics.median(server) if server else None,
+        )
+
     def ratio(self, top: str, bottom: str) -> float | None:
         """The median over rounds of ``top``'s throughput over ``bottom``'s in that round."""
         return _median_ratio(
@@ -231,10 +246,15 @@ class PointResult:
                             "errors": r.errors,
                             "live_actors": r.live_actors,
                             "exactly_once": attrs.asdict(r.check),
+                            "cpu_s": r.cpu_seconds,
+                            "server_cpu_s": r.server_cpu_seconds,
                         }
                         for r in runs
                     ],
                     "latency_cdf": self.cdf(name),
+                    "cpu_per_operation_s": dict(
+                        zip(("client", "server"), self.cpu_per_operation(name), strict=True)
+                    ),
                 }
                 for name, runs in self.runs.items()
             },

@@ -30,6 +30,7 @@ from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
 from ._adapters import BenchmarkError
 from ._baselines import FloorStore, LockStore
 from ._check import check_exactly_once
+from ._redis_ceiling import server_cpu
 from ._results import FLOOR, LOCK, STORE, PointResult, PointSpec, SubjectRun
 from ._workload import ATTACH, DETACH, FIND, RESOLVE, UPDATE, Operation, Workload, build_workload
 
@@ -223,11 +224,16 @@ async def run_subject(
         load_prefill = getattr(client, "load_prefill", None)
         if callable(load_prefill):
             await load_prefill(workload.prefill)
+        # CPU per operation: this process's around the timed phase, and a server's (Redis).
+        server_before = await server_cpu(adapter)
         with _quiet_gc(gc_mode):
+            cpu_before = time.process_time()
             if subject.concurrent:
                 elapsed, latencies, errors = await _drive(client, workload.operations, concurrency)
             else:
                 elapsed, latencies, errors = _drive_sync(client, workload.operations)
+            cpu = time.process_time() - cpu_before
+        server_after = await server_cpu(adapter)
         statistics_of = getattr(client, "statistics", None)
         live = statistics_of().live_actors if callable(statistics_of) else None
         own_check = getattr(client, "check_exactly_once", None)
@@ -247,6 +253,10 @@ async def run_subject(
         first_error=repr(errors[0]) if errors else None,
         live_actors=live,
         check=check,
+        cpu_seconds=cpu,
+        server_cpu_seconds=(
+            None if server_before is None or server_after is None else server_after - server_before
+        ),
     )
 
 

@@ -52,10 +52,50 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SessionRow", "encode_session", "migr
 #: (JSON text, or ``None`` where ``jsonb`` cannot hold it).
 SessionRow = tuple[str, str, str | None, str, Any, Any, Any, Any, str, str, str | None]
 
+#: Delete the given sessions of the owners that pass ``@``.
+_DELETE: Final = """DELETE FROM {schema}.sessions
+    USING unnest(p_deleted, p_deleted_owners) AS gone (id, owner)
+    WHERE sessions.id = gone.id AND sessions.user_id = gone.owner AND @;"""
+
+#: Upsert the given rows of the owners that pass ``@``.
+_UPSERT: Final = """INSERT INTO {schema}.sessions AS stored (
+        id, user_id, workspace_id, state, created_at, last_activity_at,
+        state_changed_at, state_clock, surfaces, data, metadata)
+    SELECT row.id, row.owner, row.workspace, row.state, row.created, row.activity,
+           row.changed, row.clock, row.surfaces::jsonb, row.data, row.metadata::jsonb
+    FROM unnest(p_ids, p_owners, p_workspaces, p_states, p_created, p_activity,
+                p_changed, p_clocks, p_surfaces, p_data, p_metadata)
+         AS row (id, owner, workspace, state, created, activity, changed, clock,
+                 surfaces, data, metadata)
+    WHERE @
+    ON CONFLICT (id) DO UPDATE SET
+        workspace_id = excluded.workspace_id, state = excluded.state,
+        created_at = excluded.created_at, last_activity_at = excluded.last_activity_at,
+        state_changed_at = excluded.state_changed_at, state_clock = excluded.state_clock,
+        surfaces = excluded.surfaces, data = excluded.data, metadata = excluded.metadata
+    -- An id owned by another user changes no row: that is the duplicate check.
+    WHERE stored.user_id = excluded.user_id;"""
+
+
+def _expand(body: str) -> str:
+    """``body`` with each ``@DELETE(filter)`` and ``@UPSERT(filter)`` line written out."""
+    lines = []
+    for line in body.splitlines():
+        stripped = line.strip()
+        for name, template in (("@DELETE(", _DELETE), ("@UPSERT(", _UPSERT)):
+            if stripped.startswith(name):
+                indent = line[: len(line) - len(line.lstrip())]
+                text = template.replace("@", stripped[len(name) : -1])
+                line = "\n".join(indent + part for part in text.splitlines())
+        lines.append(line)
+    return "\n".join(lines)
+
+
 #: The function a commit calls: applies every user's versioned commit of a group at once.
 #: Arguments are arrays, one entry per user, per upserted row and per deleted id; the result
 #: has one entry per user: ``NULL`` (applied), ``'version'`` or ``'duplicate_id'``.
-COMMIT_FUNCTION: Final = """
+COMMIT_FUNCTION: Final = _expand(
+    """
 CREATE FUNCTION {schema}.commit_users(
     p_users text[], p_expected bigint[],
     p_ids text[], p_owners text[], p_workspaces text[], p_states text[],
@@ -102,27 +142,9 @@ BEGIN
         WHERE users.user_id = given.user_id AND given.expected > 0
           AND users.version = given.expected AND given.user_id <> ALL (refused);
 
-        DELETE FROM {schema}.sessions USING unnest(p_deleted, p_deleted_owners) AS gone (id, owner)
-        WHERE sessions.id = gone.id AND sessions.user_id = gone.owner
-          AND gone.owner <> ALL (refused);
+        @DELETE(gone.owner <> ALL (refused))
 
-        INSERT INTO {schema}.sessions AS stored (
-            id, user_id, workspace_id, state, created_at, last_activity_at,
-            state_changed_at, state_clock, surfaces, data, metadata)
-        SELECT row.id, row.owner, row.workspace, row.state, row.created, row.activity,
-               row.changed, row.clock, row.surfaces::jsonb, row.data, row.metadata::jsonb
-        FROM unnest(p_ids, p_owners, p_workspaces, p_states, p_created, p_activity,
-                    p_changed, p_clocks, p_surfaces, p_data, p_metadata)
-             AS row (id, owner, workspace, state, created, activity, changed, clock,
-                     surfaces, data, metadata)
-        WHERE row.owner <> ALL (refused)
-        ON CONFLICT (id) DO UPDATE SET
-            workspace_id = excluded.workspace_id, state = excluded.state,
-            created_at = excluded.created_at, last_activity_at = excluded.last_activity_at,
-            state_changed_at = excluded.state_changed_at, state_clock = excluded.state_clock,
-            surfaces = excluded.surfaces, data = excluded.data, metadata = excluded.metadata
-        -- An id owned by another user changes no row: that is the duplicate check.
-        WHERE stored.user_id = excluded.user_id;
+        @UPSERT(row.owner <> ALL (refused))
         GET DIAGNOSTICS written = ROW_COUNT;
         IF written <> (SELECT count(*) FROM unnest(p_owners) AS owner
                        WHERE owner <> ALL (refused)) THEN
@@ -157,28 +179,8 @@ BEGIN
                 outcome[i] := 'version';
                 CONTINUE;
             END IF;
-            DELETE FROM {schema}.sessions USING unnest(p_deleted, p_deleted_owners)
-                AS gone (id, owner)
-            WHERE sessions.id = gone.id AND sessions.user_id = gone.owner
-              AND gone.owner = p_users[i];
-            INSERT INTO {schema}.sessions AS stored (
-                id, user_id, workspace_id, state, created_at, last_activity_at,
-                state_changed_at, state_clock, surfaces, data, metadata)
-            SELECT row.id, row.owner, row.workspace, row.state, row.created, row.activity,
-                   row.changed, row.clock, row.surfaces::jsonb, row.data, row.metadata::jsonb
-            FROM unnest(p_ids, p_owners, p_workspaces, p_states, p_created, p_activity,
-                        p_changed, p_clocks, p_surfaces, p_data, p_metadata)
-                 AS row (id, owner, workspace, state, created, activity, changed, clock,
-                         surfaces, data, metadata)
-            WHERE row.owner = p_users[i]
-            ON CONFLICT (id) DO UPDATE SET
-                workspace_id = excluded.workspace_id, state = excluded.state,
-                created_at = excluded.created_at, last_activity_at = excluded.last_activity_at,
-                state_changed_at = excluded.state_changed_at,
-                state_clock = excluded.state_clock,
-                surfaces = excluded.surfaces, data = excluded.data,
-                metadata = excluded.metadata
-            WHERE stored.user_id = excluded.user_id;
+            @DELETE(gone.owner = p_users[i])
+            @UPSERT(row.owner = p_users[i])
             GET DIAGNOSTICS written = ROW_COUNT;
             IF written <> (SELECT count(*) FROM unnest(p_owners) AS owner
                            WHERE owner = p_users[i]) THEN
@@ -193,6 +195,7 @@ BEGIN
 END
 $body$
 """
+)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 0 -> 1: users with their commit versions, sessions, the indexes of the queries, and the

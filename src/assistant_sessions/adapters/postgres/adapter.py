@@ -58,6 +58,7 @@ from psycopg import conninfo
 
 from ...errors import AdapterError, InvalidInputError, InvalidTypeError
 from ...model import Session, SessionQuery, SessionState
+from .._lifetime import Shared
 from ..base import Rejection, UserCommit, UserSnapshot
 from . import _db as db
 from ._reads import Read
@@ -151,9 +152,7 @@ class PostgresSessionStoreAdapter:
         self._group_commit = bool(group_commit)
         self._max_group = max_group
         self._connect_timeout = float(connect_timeout)
-        self._db: db.Database | None = None
-        self._opened = 0
-        self._opening: anyio.Event | None = None
+        self._shared: Shared[db.Database] = Shared()
         self._counts = [0, 0, 0, 0]
 
     def __repr__(self) -> str:
@@ -170,8 +169,8 @@ class PostgresSessionStoreAdapter:
     def statistics(self) -> PostgresStatistics:
         """The adapter's counters, over every time it was open (never blocks)."""
         counts = list(self._counts)
-        if self._db is not None:
-            counts = [a + b for a, b in zip(counts, self._current_counts(self._db), strict=True)]
+        if (database := self._shared.value) is not None:
+            counts = [a + b for a, b in zip(counts, self._current_counts(database), strict=True)]
         return PostgresStatistics(*counts)
 
     @staticmethod
@@ -197,35 +196,19 @@ class PostgresSessionStoreAdapter:
 
         On cancellation the adapter is not left open.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        while self._opening is not None:
-            await self._opening.wait()
-        if self._db is not None:
-            self._opened += 1
-            return
-        opening = self._opening = anyio.Event()
-        try:
-            database = db.Database(
-                self._dsn,
-                self._schema,
-                self._where,
-                connect_timeout=self._connect_timeout,
-                group_commit=self._group_commit,
-                max_group=self._max_group,
-            )
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(database.open)
-            try:
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await database.close()
-                raise
-            self._db = database
-            self._opened = 1
-        finally:
-            self._opening = None
-            opening.set()
+        await self._shared.open(self._connect, db.Database.close)
+
+    async def _connect(self) -> db.Database:
+        database = db.Database(
+            self._dsn,
+            self._schema,
+            self._where,
+            connect_timeout=self._connect_timeout,
+            group_commit=self._group_commit,
+            max_group=self._max_group,
+        )
+        await anyio.to_thread.run_sync(database.open)
+        return database
 
     async def aclose(self) -> None:
         """Close the connections when the last :meth:`open` is matched; committed data stays.
@@ -235,13 +218,9 @@ class PostgresSessionStoreAdapter:
 
         Cancellation does not interrupt closing.
         """
-        database = self._db
-        if database is None or self._opened > 1:
-            self._opened = max(0, self._opened - 1)
-            await anyio.lowlevel.checkpoint()
+        database = await self._shared.release()
+        if database is None:
             return
-        self._opened = 0
-        self._db = None
         self._counts = [
             a + b for a, b in zip(self._counts, self._current_counts(database), strict=True)
         ]
@@ -249,7 +228,7 @@ class PostgresSessionStoreAdapter:
             await database.close()
 
     def _database(self) -> db.Database:
-        database = self._db
+        database = self._shared.value
         if database is None:
             raise AdapterError(f"the PostgreSQL adapter for {self._where} is not open")
         return database

@@ -7,23 +7,27 @@ a Redis Cluster.
 How the contract of :mod:`assistant_sessions.adapters.base` is kept:
 
 Atomic, versioned per-user commit
-    Each :class:`~assistant_sessions.adapters.UserCommit` is applied by one Lua script
-    (``EVALSHA``, falling back to ``EVAL`` when the server lost its script cache) that checks
-    the user's version and then writes the sessions, both indexes and the new version in one
-    step. Every key of a user carries the same hash tag, so in a cluster the script runs on the
-    one node that owns the user. Scripts submitted while a pipeline is in flight, by any
-    actor, go together in the next one (group commit across users, at most 512 script calls a
-    pipeline; ``group_commit=False`` sends each call's scripts on their own, for comparison):
-    one round trip per batch on a single server, one per node in a cluster. Each call gets its
-    own replies; if the pipeline fails, every call in it fails with
-    :class:`~assistant_sessions.AdapterError`. A version conflict replies with the user as
-    the script found it, which the actor's immediate reload uses instead of another round trip.
-    Redis never applies half a script, and with ``appendonly yes`` and ``appendfsync always``
-    an acknowledged commit survives a crash of the server.
+    Each :class:`~assistant_sessions.adapters.UserCommit` is an *entry* of one Lua script
+    (``EVALSHA``, falling back to ``EVAL`` when the server lost its script cache) that applies
+    any number of users' entries in one call, each on its own: it checks the user's version
+    and then writes the sessions, both indexes and the new version in one step (a commit that
+    touches one session costs Redis six commands). Every key of a user carries its bucket's
+    hash tag, so in a cluster a call runs on the one node that owns the bucket. Loads, commits
+    and lookups submitted while a round trip is in flight, by any actor, go together in the
+    next one, as one script call per bucket (group commit across users: on a single server
+    with one bucket, one script call for the whole batch; at most 512 entries a round trip and
+    256 a call; ``group_commit=False`` sends each call's entries on their own, for
+    comparison): one round trip per batch on a single server, one per node in a cluster. Each
+    call gets its own replies; an entry that fails in Redis (a key of its user holding the
+    wrong type) fails its own call alone, and if the round trip fails, every call in it fails
+    with :class:`~assistant_sessions.AdapterError`. A version conflict replies with the user
+    as the script found it, which the actor's immediate reload uses instead of another round
+    trip. Redis never applies half a script, and with ``appendonly yes`` and ``appendfsync
+    always`` an acknowledged commit survives a crash of the server.
 
 Session ids are unique across users
     Each session id has a *claim* naming its owner. On a single server (one bucket, the
-    default there) claims share the users' slot and the commit script checks and writes them
+    default there) claims share the users' slot and the commit entry checks and writes them
     itself, atomically. In a cluster a claim usually lives on another node, so a commit that
     creates sessions takes three steps: the script reports the ids it has not seen and the
     user's *claim epoch*, the adapter claims the ids (``HSET`` if absent), and the script runs
@@ -39,19 +43,19 @@ Session ids are unique across users
 
 Sweeps
     Per bucket, one sorted set per state scores every session by its state clock
-    (:func:`~assistant_sessions.adapters.base.state_clock`), kept exact by the commit script.
+    (:func:`~assistant_sessions.adapters.base.state_clock`), kept exact by every commit.
     :meth:`RedisSessionStoreAdapter.due` reads ``limit`` members from each bucket's set with
     ``ZRANGE ... BYSCORE LIMIT`` (pipelined), keeps the oldest ``limit`` and fetches those
     sessions; the store re-checks each one inside its owner's actor. A sweep costs in proportion
     to the buckets and the stale sessions it finds, never to all sessions.
 
 Queries and their cost
-    :meth:`~RedisSessionStoreAdapter.load_user` and ``find(user_id=...)`` are one script call
-    (``GET`` + ``HGETALL`` of one user). ``get`` is one call on a single server, two in a
-    cluster (claim, then the session). ``find`` without a user walks a per-bucket sorted set by
-    last activity, newest first (the active or created sweep index when the query names that
-    state), in pipelined batches, fetching sessions and applying the remaining filters as it
-    goes: it costs in proportion to the sessions it examines, which for selective filters on
+    :meth:`~RedisSessionStoreAdapter.load_user` and ``find(user_id=...)`` are one entry
+    (``GET`` + ``HGETALL`` of one user). ``get`` is one entry on a single server, two commands
+    in a cluster (claim, then the session). ``find`` without a user walks a per-bucket sorted
+    set by last activity, newest first (the active or created sweep index when the query names
+    that state), in pipelined batches, fetching sessions and applying the remaining filters as
+    it goes: it costs in proportion to the sessions it examines, which for selective filters on
     workspace or surface can be all of them. Such a ``find`` reads committed data but is not a
     point-in-time snapshot: a session touched while it runs may be missed.
 
@@ -63,9 +67,10 @@ Connection loss
     serves again once Redis is back, without being restarted.
 
 Cancellation
-    A call cancelled while its scripts wait for the next pipeline is withdrawn: they are never
-    sent. Once sent, a request runs to its end (bounded by the timeouts) and the cancellation
-    follows; whether a commit cancelled so was applied is unknown, as after a storage failure.
+    A call cancelled while its entries wait for the next round trip is withdrawn: they are
+    never sent. Once sent, a request runs to its end (bounded by the timeouts) and the
+    cancellation follows; whether a commit cancelled so was applied is unknown, as after a
+    storage failure.
 
 Lifetime
     :meth:`~RedisSessionStoreAdapter.open` enters the driver's task group, and
@@ -74,6 +79,10 @@ Lifetime
     One adapter may serve several stores at once, like the other adapters: each ``open`` makes
     a client of its own and the matching ``aclose`` closes it, in any order, once the requests
     in flight on it have ended (requests use the oldest client still open).
+
+``encode_commits``, ``send_entries`` and ``server_cpu_seconds`` are the adapter's own write
+path, exported for the load benchmark's write ceiling (``assistant-sessions bench -a redis
+--write-ceiling``); they are not part of the adapter's API for applications.
 
 .. _coredis: https://coredis.readthedocs.io
 """
@@ -88,6 +97,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is inst
         name=exc.name,
     ) from exc
 
+from ._writepath import encode_commits, send_entries, server_cpu_seconds
 from .adapter import RedisSessionStoreAdapter
 
-__all__ = ["RedisSessionStoreAdapter"]
+__all__ = ["RedisSessionStoreAdapter", "encode_commits", "send_entries", "server_cpu_seconds"]

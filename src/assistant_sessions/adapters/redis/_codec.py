@@ -1,22 +1,38 @@
-"""How the Redis adapter writes values: ids, index members and sessions as bytes.
+"""How the Redis adapter writes values: ids, index members, sessions and batch entries as bytes.
 
 Every value must read back exactly, whatever the ids contain and whatever the server's locale,
 and the scripts compare some of them byte for byte; one module holds each encoding so that
 writer and reader always agree. A session is stored as its ASCII JSON text and scored by
 integer microseconds, both from :mod:`assistant_sessions.adapters._encoding` (shared with the
-SQLite adapter).
+SQLite adapter). The entries of :data:`~._scripts.BATCH` are built here too: each one argument,
+its fields in the order the script reads them, joined by NUL. No field can hold a NUL: the JSON
+text escapes control characters, and ids never contain one (the store refuses them; given to
+the adapter directly, they are refused here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Container
+from typing import Any, Final
 
-from ...model import Session
-from .._encoding import encode_session, to_micros
-from ..base import state_clock
+from ...errors import AdapterError, InvalidInputError
+from .._encoding import decode_session, encode_session, to_micros
+from ..base import UserCommit, UserSnapshot, state_clock
 from ._keys import STATE_INDEX
 
-__all__ = ["from_bytes", "member", "split_member", "to_bytes", "upsert_args"]
+__all__ = [
+    "NOTHING_CLAIMED",
+    "commit_entry",
+    "from_bytes",
+    "id_entry",
+    "member",
+    "snapshot",
+    "split_member",
+    "to_bytes",
+]
+
+#: No session id claimed beforehand (every commit's first round).
+NOTHING_CLAIMED: Final[frozenset[bytes]] = frozenset()
 
 
 def to_bytes(text: str) -> bytes:
@@ -40,16 +56,77 @@ def split_member(data: bytes) -> tuple[bytes, bytes]:
     return rest[:n], rest[n:]
 
 
-def upsert_args(user: bytes, session: Session, claimed: Container[bytes]) -> tuple[bytes, ...]:
-    """The commit script's arguments for one upserted session of ``user``: id, JSON, member,
-    state (1-4), due score, recency score, and whether its id was claimed beforehand."""
-    session_id = to_bytes(session.id)
-    return (
-        session_id,
-        encode_session(session).encode(),
-        member(user, session_id),
-        STATE_INDEX[session.state],
-        str(to_micros(state_clock(session))).encode(),
-        str(to_micros(session.last_activity_at)).encode(),
-        b"1" if session_id in claimed else b"0",
+def snapshot(user_id: str, version: Any, flat: list[bytes]) -> UserSnapshot:
+    """The user read by a script: its version and ``{id, json, id, json...}``.
+
+    Raises:
+        AdapterError: A session cannot be decoded.
+    """
+    sessions = tuple(
+        decode_session(flat[i + 1], from_bytes(flat[i])) for i in range(0, len(flat), 2)
     )
+    return UserSnapshot(user_id, int(version), sessions)
+
+
+def _no_nul(entry: bytes, fields: int) -> bytes:
+    if entry.count(b"\0") != fields - 1:
+        raise InvalidInputError("ids given to the Redis adapter must not contain NUL ('\\x00')")
+    return entry
+
+
+def id_entry(op: bytes, key: bytes) -> bytes:
+    """The batch script's entry ``op`` (``L``: load a user, ``G``: get a session) for ``key``.
+
+    Raises:
+        InvalidInputError: The id contains NUL.
+    """
+    return _no_nul(op + b"\0" + key, 2)
+
+
+def commit_entry(
+    user: bytes,
+    commit: UserCommit,
+    claimed: Container[bytes],
+    epoch: bytes,
+    lease: bytes,
+) -> bytes:
+    """The batch script's entry for one user's commit (see :data:`~._scripts.BATCH`).
+
+    Per upsert: id, JSON, state (1-4), due score, recency score, and whether its id was
+    claimed beforehand; per delete: its id. The script names the index members itself.
+
+    Raises:
+        AdapterError: An upserted session belongs to another user.
+        InvalidInputError: An id contains NUL.
+    """
+    upserts, deletes = commit.upserts, commit.deletes
+    entry = [
+        b"C",
+        user,
+        b"%d" % commit.expected_version,
+        b"%d" % len(upserts),
+        b"%d" % len(deletes),
+        epoch,
+        lease,
+    ]
+    user_id = commit.user_id
+    for session in upserts:
+        if session.user_id != user_id:
+            raise AdapterError(
+                f"commit of user {user_id!r} upserts session {session.id!r} "
+                f"of user {session.user_id!r}"
+            )
+        session_id = to_bytes(session.id)
+        active = session.last_activity_at
+        recency = b"%d" % to_micros(active)
+        clock = state_clock(session)  # the due index's score; often the last activity itself
+        entry += (
+            session_id,
+            encode_session(session).encode(),
+            STATE_INDEX[session.state],
+            recency if clock is active else b"%d" % to_micros(clock),
+            recency,
+            b"1" if session_id in claimed else b"0",
+        )
+    entry += map(to_bytes, deletes)
+    return _no_nul(b"\0".join(entry), len(entry))

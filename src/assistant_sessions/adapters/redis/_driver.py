@@ -15,7 +15,7 @@ the timeouts, and the caller's cancellation takes effect as soon as it has ended
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeAlias, TypeVar, final
 from urllib.parse import unquote, urlsplit
 
@@ -27,10 +27,9 @@ from coredis.exceptions import NoScriptError, RedisError
 from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
 from ...errors import AdapterError
-from .._batching import Job
 from ._scripts import Script
 
-__all__ = ["Client", "Connection", "ScriptCall"]
+__all__ = ["Client", "Connection", "ScriptCall", "ScriptFailed"]
 
 _T = TypeVar("_T")
 
@@ -130,7 +129,7 @@ class Connection:
         command_timeout: float,
         max_connections: int,
     ) -> None:
-        self._url = url
+        self.url = url
         self._cluster = cluster
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
@@ -139,6 +138,7 @@ class Connection:
         # The driver's own timeouts end it sooner; this only backs them up.
         self._request_bound = connect_timeout + 2 * command_timeout
         self._opened: list[_Opened] = []
+        self._errors: dict[str, _Errors] = {}
 
     async def open(self, check: Callable[[], Awaitable[object]]) -> None:
         """Connect, then await ``check()``; if either fails, disconnect again.
@@ -201,9 +201,9 @@ class Connection:
         }
         if self._cluster:
             # from_url of coredis 6 passes startup nodes in a deprecated form; build them here.
-            parts = urlsplit(self._url)
+            parts = urlsplit(self.url)
             if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-                raise AdapterError(f"a cluster url is redis://host:port, not {self._url!r}")
+                raise AdapterError(f"a cluster url is redis://host:port, not {self.url!r}")
             # A cluster that is moving slots answers "try again": that command was not run.
             retry = ConstantRetryPolicy((coredis.exceptions.ClusterDownError,), 2, delay=0.1)
             return coredis.RedisCluster(
@@ -214,7 +214,7 @@ class Connection:
                 retry_policy=retry,
                 **options,
             )
-        return coredis.Redis.from_url(self._url, retry_policy=NoRetryPolicy(), **options)
+        return coredis.Redis.from_url(self.url, retry_policy=NoRetryPolicy(), **options)
 
     def require(self) -> Client:
         """The client requests use: the oldest one open.
@@ -230,22 +230,13 @@ class Connection:
                 return opened
         raise AdapterError("the Redis adapter is not open")
 
-    @contextlib.contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
-        """Translate driver errors into :class:`AdapterError` (keeping them as the cause)."""
-        try:
-            yield
-        except _ScriptFailed as exc:
-            raise AdapterError(
-                f"could not {doing} Redis at {self._url}: {exc.detail}"
-            ) from exc.__cause__
-        except AdapterError:
-            raise
-        except BaseException as exc:
-            if not _is_driver_error(exc):
-                raise
-            detail = str(exc) or type(exc).__name__
-            raise AdapterError(f"could not {doing} Redis at {self._url}: {detail}") from exc
+    def errors(self, doing: str) -> _Errors:
+        """A context that turns driver errors into :class:`AdapterError` (keeping them as the
+        cause), saying what failed: "could not ``doing`` Redis at ``url``"."""
+        translate = self._errors.get(doing)
+        if translate is None:
+            translate = self._errors[doing] = _Errors(self.url, doing)
+        return translate
 
     async def _to_the_end(self, request: Callable[[Client], Awaitable[_T]]) -> _T:
         """Run ``request(client)`` on the current client to its end, then let a cancellation
@@ -289,55 +280,50 @@ class Connection:
 
         return await self._to_the_end(run)
 
-    async def send_batch(self, jobs: list[Job[Sequence[ScriptCall], list[Any]]]) -> None:
-        """Send the script calls of ``jobs`` in one pipeline; each job gets its own outcome.
-
-        This runs the adapter's :class:`~assistant_sessions.adapters._batching.Batcher`. A
-        script that fails (say, a key of its user holds the wrong type) fails its own job
-        alone: every other job gets its replies.
+    async def settled(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run several scripts in one round trip (one per node in a cluster), to its end: the
+        reply of each, or the driver error it alone failed with (see :func:`_eval_many`).
 
         Raises:
-            AdapterError: Redis failed as a whole (the batcher fails every job with a copy).
-        """
-        replies = await self._settled([call for job in jobs for call in job.payload])
-        start = 0
-        for job in jobs:
-            end = start + len(job.payload)
-            failed = _first_failure(replies[start:end])
-            if failed is None:
-                job.succeed(replies[start:end])
-            else:
-                job.fail(_ScriptFailed(self._url, failed))
-            start = end
-
-    async def send_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Run several scripts in one pipeline, to its end; the replies in order.
-
-        Raises:
-            AdapterError: Redis failed, or one of the scripts did; which scripts ran is unknown.
-        """
-        replies = await self._settled(calls)
-        failed = _first_failure(replies)
-        if failed is not None:
-            raise _ScriptFailed(self._url, failed)
-        return replies
-
-    async def _settled(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """The reply of each script, or the driver error it failed with (see
-        :func:`_eval_many`).
-
-        Raises:
-            AdapterError: Redis failed as a whole.
+            ScriptFailed: Redis failed as a whole.
         """
         try:
             return await self._to_the_end(lambda client: _eval_many(client, calls))
         except BaseException as exc:
             if not _is_driver_error(exc):
                 raise
-            raise _ScriptFailed(self._url, exc) from exc
+            raise ScriptFailed(self.url, exc) from exc
 
 
-class _ScriptFailed(AdapterError):
+@final
+class _Errors:
+    """What :meth:`Connection.errors` returns: translates on the way out, costs nothing on
+    the way in."""
+
+    __slots__ = ("doing", "url")
+
+    def __init__(self, url: str, doing: str) -> None:
+        self.url = url
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or (isinstance(exc, AdapterError) and not isinstance(exc, ScriptFailed)):
+            return
+        if isinstance(exc, ScriptFailed):
+            raise AdapterError(
+                f"could not {self.doing} Redis at {self.url}: {exc.detail}"
+            ) from exc.__cause__
+        if _is_driver_error(exc):
+            detail = str(exc) or type(exc).__name__
+            raise AdapterError(f"could not {self.doing} Redis at {self.url}: {detail}") from exc
+
+
+class ScriptFailed(AdapterError):
     """Scripts failed in Redis. :meth:`Connection.errors` turns it into an ``AdapterError``
     that says what the caller was doing; until then (in a batch) it is passed on as it is."""
 
@@ -348,11 +334,7 @@ class _ScriptFailed(AdapterError):
         self.__cause__ = cause
 
     def __reduce__(self) -> tuple[Any, ...]:  # copied for each job of a failed batch
-        return (_ScriptFailed, (self.url, self.__cause__))
-
-
-def _first_failure(replies: Sequence[Any]) -> BaseException | None:
-    return next((r for r in replies if isinstance(r, _SCRIPT_ERRORS)), None)
+        return (ScriptFailed, (self.url, self.__cause__))
 
 
 async def _eval(client: Client, script: Script, keys: list[bytes], args: list[bytes]) -> Any:

@@ -30,14 +30,14 @@ SINGLE_BUCKETS: Final = 1
 CLUSTER_BUCKETS: Final = 1024
 MAX_BUCKETS: Final = 16384
 
-#: The states in the order of their sweep indexes among a commit script's keys.
+#: The states in the order of their sweep indexes among a batch script's keys.
 STATES: Final = (
     SessionState.CREATED,
     SessionState.ACTIVE,
     SessionState.SUSPENDED,
     SessionState.EXPIRED,
 )
-#: The position (1-4) a commit script is given to find a state's sweep index.
+#: The position (1-4) a commit entry gives to find a state's sweep index.
 STATE_INDEX: Final = {state: str(i + 1).encode() for i, state in enumerate(STATES)}
 
 
@@ -51,7 +51,7 @@ class KeyLayout:
         self.buckets = buckets
         self.meta = prefix + b":meta"
         self.tags = [b"%s:{b%d}:" % (prefix, k) for k in range(buckets)]
-        # Per bucket, the keys every commit script of its users names after the user's own.
+        # Per bucket, the keys a batch script call for its users is given (``_scripts.BATCH``).
         self.shared = [
             [tag + b"i", *(tag + b"d:" + state.value.encode() for state in STATES), tag + b"r"]
             for tag in self.tags
@@ -71,22 +71,6 @@ class KeyLayout:
 
     def sessions_key(self, user: bytes) -> bytes:
         return self.user_tag(user) + b"s:" + user
-
-    def sessions_prefix(self, bucket: int) -> bytes:
-        """What precedes the user in the sessions keys of ``bucket``."""
-        return self.tags[bucket] + b"s:"
-
-    def commit_keys(self, user: bytes) -> list[bytes]:
-        """The keys of ``_scripts.COMMIT`` for ``user``, in the script's order."""
-        bucket = self.bucket(user)
-        tag = self.tags[bucket]
-        return [
-            tag + b"v:" + user,
-            tag + b"s:" + user,
-            *self.shared[bucket],
-            tag + b"e:" + user,
-            tag + b"l:" + user,
-        ]
 
     def claims_keys(self, session_id: bytes) -> list[bytes]:
         tag = self.tags[self.bucket(session_id)]

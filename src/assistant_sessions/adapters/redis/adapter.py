@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import datetime
 from typing import Any, Final, final
 
@@ -22,8 +22,10 @@ from ..base import Rejection, UserCommit, UserSnapshot
 from . import _claims as claims
 from . import _queries as queries
 from . import _scripts as lua
-from ._codec import from_bytes, member, to_bytes, upsert_args
-from ._driver import Connection, ScriptCall
+from ._codec import NOTHING_CLAIMED, commit_entry, id_entry, snapshot, to_bytes
+from ._conflicts import LEASE_MS, Conflicts
+from ._driver import Connection
+from ._entries import Entries, Entry
 from ._keys import (
     CLUSTER_BUCKETS,
     LAYOUT,
@@ -32,19 +34,11 @@ from ._keys import (
     KeyLayout,
 )
 
-__all__ = ["MAX_CALLS", "RedisSessionStoreAdapter"]
+__all__ = ["MAX_ENTRIES", "RedisSessionStoreAdapter"]
 
-#: Most script calls sent in one pipeline; what is left waits for the next one.
-MAX_CALLS: Final = 512
-
-#: Seconds after a version conflict during which the same task's reload of that user may use
-#: the state the conflict read (the actor reloads at once; later loads must read Redis).
-_REUSE_WINDOW: Final = 0.01
-_MAX_REJECTED: Final = 1024
-#: After this many version conflicts in a row, a writer asks for a lease on the user's
-#: commits (see ``_scripts.COMMIT``), held for at most LEASE_MS milliseconds.
-_LEASE_AFTER: Final = 2
-_LEASE_MS: Final = 250
+#: Most entries (one user's load, commit or get each) sent in one round trip; what is left
+#: waits for the next one.
+MAX_ENTRIES: Final = 512
 
 
 @final
@@ -71,17 +65,18 @@ class RedisSessionStoreAdapter:
         key_prefix: Prefix of every key the adapter writes; must not contain ``{`` or ``}``.
         buckets: How many slot groups users are spread over (1 to 16384). ``None``: what the
             stored data says, else 1 on a single server and 1024 in a cluster. With one bucket
-            every commit is a single atomic script; with more, creating a session takes two
-            more round trips (the cluster claim protocol).
+            every commit is one atomic step, and one script call applies the commits of all
+            users at once; with more, a call per bucket, and creating a session takes two more
+            round trips (the cluster claim protocol).
         connect_timeout: Seconds to wait for a connection.
         command_timeout: Seconds to wait for a reply before the call fails with
             :class:`~assistant_sessions.AdapterError`; also how long another user's claim on
             a session id is presumed to belong to a create still in flight.
         max_connections: Most connections per server.
-        group_commit: Send the script calls of concurrent operations together, one pipeline
-            at a time (the default). ``False`` sends each operation's calls at once, in a
-            round trip of their own (concurrent ones share the connections): slower, for
-            comparison.
+        group_commit: Send the loads and commits of concurrent operations together, one
+            round trip at a time, as one script call per bucket (the default). ``False`` sends
+            each operation's at once, in a round trip of their own (concurrent ones share the
+            connections): slower, for comparison.
 
     Raises:
         InvalidInputError: A bad ``key_prefix``, ``buckets`` or timeout.
@@ -132,19 +127,17 @@ class RedisSessionStoreAdapter:
             command_timeout=float(command_timeout),
             max_connections=int(max_connections),
         )
-        # No buckets until open reads them from Redis.
-        self._keys = KeyLayout(self._prefix, 0)
-        self.group_commit = bool(group_commit)
-        self._batcher: Batcher[Sequence[ScriptCall], list[Any]] = Batcher(
-            self._redis.send_batch, MAX_CALLS, size=len
-        )
-        # Every script call goes through here: batched, or on its own.
-        self._send = self._batcher.submit if self.group_commit else self._redis.send_scripts
-        # The user as a version conflict found it, for the reload that follows at once.
-        self._rejected: dict[str, tuple[UserSnapshot, object, float]] = {}
-        # Version conflicts in a row, per user: writers that keep losing ask for a lease.
-        self._losses: dict[str, int] = {}
         self._token = uuid.uuid4().hex.encode()
+        # Holds the key layout: no buckets until open reads them from Redis.
+        self._entries = Entries(self._redis, self._token)
+        self._entries.use(KeyLayout(self._prefix, 0))
+        self.group_commit = bool(group_commit)
+        self._batcher: Batcher[Sequence[Entry], list[Any]] = Batcher(
+            self._entries.run, MAX_ENTRIES, size=len
+        )
+        # Every entry goes through here: batched, or on its own.
+        self._send = self._batcher.submit if self.group_commit else self._entries.send_now
+        self._conflicts = Conflicts()
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
@@ -154,7 +147,11 @@ class RedisSessionStoreAdapter:
     @property
     def buckets(self) -> int:
         """How many buckets the adapter uses: read from Redis on :meth:`open` (0 before)."""
-        return self._keys.buckets
+        return self._entries.keys.buckets
+
+    @property
+    def _keys(self) -> KeyLayout:
+        return self._entries.keys
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -188,7 +185,7 @@ class RedisSessionStoreAdapter:
                 f"keys under {self.key_prefix!r} were written with buckets={buckets}, "
                 f"not {self._wanted_buckets}"
             )
-        self._keys = KeyLayout(self._prefix, buckets)
+        self._entries.use(KeyLayout(self._prefix, buckets))
 
     async def _eval(self, script: lua.Script, keys: list[bytes], args: list[bytes]) -> Any:
         return await self._redis.eval(script, keys, args)
@@ -204,134 +201,119 @@ class RedisSessionStoreAdapter:
 
         Raises:
             AdapterError: Redis failed, or a stored session cannot be decoded.
+            InvalidInputError: The id contains NUL (a store never passes one).
 
         Cancelling it changes nothing; a request already sent is let finish first.
         """
-        rejected = self._rejected.pop(user_id, None)
-        if rejected is not None:
-            snapshot, task, at = rejected
-            # Only the reload that follows the conflict in the same task may use what the
-            # conflict read: anything later must read Redis again.
-            if task == anyio.get_current_task().id and anyio.current_time() - at < _REUSE_WINDOW:
-                await anyio.lowlevel.checkpoint()
-                return snapshot
+        reused = await self._conflicts.reload(user_id)
+        if reused is not None:
+            return reused
         self._redis.require()  # before the key layout, which is read on open
         user = to_bytes(user_id)
-        keys = [self._keys.version_key(user), self._keys.sessions_key(user)]
         with self._redis.errors("load a user from"):
-            ((version, flat),) = await self._send([(lua.LOAD, keys, [])])
-        return self._snapshot(user_id, version, flat)
+            entry = id_entry(b"L", user)
+            ((version, flat),) = await self._send([(self._keys.bucket(user), entry)])
+        return snapshot(user_id, version, flat)
 
-    @staticmethod
-    def _snapshot(user_id: str, version: Any, flat: list[bytes]) -> UserSnapshot:
-        sessions = tuple(
-            decode_session(flat[i + 1], from_bytes(flat[i])) for i in range(0, len(flat), 2)
-        )
-        return UserSnapshot(user_id, int(version), sessions)
-
-    def _commit_call(self, commit: UserCommit, claimed: set[bytes], epoch: bytes) -> ScriptCall:
+    def _commit_entry(self, commit: UserCommit, claimed: Container[bytes], epoch: bytes) -> Entry:
         user = to_bytes(commit.user_id)
-        keys = self._keys.commit_keys(user)
-        losing = self._losses.get(commit.user_id, 0) >= _LEASE_AFTER
-        args = [
-            str(commit.expected_version).encode(),
-            b"1" if self._keys.buckets == 1 else b"0",
-            claims.owner(user),
-            self._keys.sessions_prefix(self._keys.bucket(user)),
-            str(len(commit.upserts)).encode(),
-            str(len(commit.deletes)).encode(),
-            epoch,
-            self._token,
-            str(_LEASE_MS).encode() if losing else b"0",
-        ]
-        for session in commit.upserts:
-            if session.user_id != commit.user_id:
-                raise AdapterError(
-                    f"commit of user {commit.user_id!r} upserts session {session.id!r} "
-                    f"of user {session.user_id!r}"
-                )
-            args += upsert_args(user, session, claimed)
-        for deleted in commit.deletes:
-            session_id = to_bytes(deleted)
-            args += (session_id, member(user, session_id))
-        return lua.COMMIT, keys, args
+        lease = self._conflicts.lease(commit.user_id)
+        return self._keys.bucket(user), commit_entry(user, commit, claimed, epoch, lease)
 
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
-        """Apply each user's commit atomically if its version matches (one script per user).
+        """Apply each user's commit atomically if its version matches.
 
-        The scripts of all commits go to Redis in one pipeline, together with those of other
-        calls made meanwhile (group commit across users and actors). Cancelling the call while
-        the scripts are in flight leaves it unknown which were applied, like a storage failure.
+        The commits go to Redis in one round trip, together with the loads and commits of
+        other calls made meanwhile (group commit across users and actors), as entries of one
+        script call per bucket. Cancelling the call while they are in flight leaves it
+        unknown which were applied, like a storage failure.
 
         Returns:
             One entry per commit, in order: ``None`` if applied, else why it was rejected.
 
         Raises:
             AdapterError: Redis failed; which commits were applied is unknown.
+            InvalidInputError: An id contains NUL (a store never passes one); nothing was sent.
         """
         self._redis.require()  # before the key layout, which is read on open
         results: list[Rejection | None] = [None] * len(commits)
-        claimed: list[set[bytes]] = [set() for _ in commits]
-        epochs = [b"0"] * len(commits)
-        todo = list(range(len(commits)))
-        released: list[tuple[bytes, bytes]] = []
-        wait = 0
+        if not commits:
+            await anyio.lowlevel.checkpoint()
+            return results
+        entry = self._commit_entry
         with self._redis.errors("commit to"):
-            # A round applies, or names the new ids to claim first (and the claim epoch). A
-            # fence between claiming and applying costs one more round.
-            for _ in range(claims.ATTEMPTS):
-                replies = await self._send(
-                    [self._commit_call(commits[i], claimed[i], epochs[i]) for i in todo]
-                )
-                again = []
-                for i, reply in zip(todo, replies, strict=True):
-                    code = int(reply[0])
-                    user_id = commits[i].user_id
-                    if code == lua.VERSION:
-                        if len(self._losses) >= _MAX_REJECTED:
-                            self._losses.clear()
-                        self._losses[user_id] = self._losses.get(user_id, 0) + 1
-                        wait = max(wait, int(reply[3]))
-                    else:
-                        self._losses.pop(user_id, None)
-                    if code == lua.APPLIED:
-                        if self._keys.buckets > 1:
-                            user = to_bytes(commits[i].user_id)
-                            released += ((user, to_bytes(d)) for d in commits[i].deletes)
-                    elif code == lua.VERSION:
-                        results[i] = Rejection.VERSION
-                        self._remember_rejection(commits[i].user_id, reply)
-                    elif code == lua.DUPLICATE:
-                        results[i] = Rejection.DUPLICATE_ID
-                    elif await self._claim_all(to_bytes(commits[i].user_id), reply[2:]):
-                        epochs[i] = reply[1]
-                        claimed[i] = set(reply[2:])
-                        again.append(i)
-                    else:
-                        results[i] = Rejection.DUPLICATE_ID
-                todo = again
-                if not todo:
+            replies = await self._send([entry(c, NOTHING_CLAIMED, b"0") for c in commits])
+            for reply in replies:
+                if reply != lua.APPLIED:
                     break
             else:
-                raise AdapterError("could not claim new session ids: too many concurrent claimers")
-        for user, session_id in released:
-            await claims.release(self._redis, self._keys, user, session_id)
+                # Everything applied: the common case.
+                for commit in commits:
+                    self._conflicts.won(commit.user_id)
+                if self._keys.buckets > 1 and any(c.deletes for c in commits):
+                    await self._release(commits)
+                return results
+            await self._settle(commits, replies, results)
+        return results
+
+    async def _settle(
+        self,
+        commits: Sequence[UserCommit],
+        replies: list[Any],
+        results: list[Rejection | None],
+    ) -> None:
+        """Give every commit its outcome from the first round's ``replies``: claim the new
+        session ids that need it and send those commits again, release the claims of deleted
+        sessions, and wait for the lease of a writer in another process."""
+        claimed: list[Container[bytes]] = [NOTHING_CLAIMED] * len(commits)
+        epochs = [b"0"] * len(commits)
+        todo = list(range(len(commits)))
+        applied: list[UserCommit] = []
+        wait = 0
+        # A round applies, or names the new ids to claim first (and the claim epoch). A fence
+        # between claiming and applying costs one more round.
+        for attempt in range(claims.ATTEMPTS):
+            if attempt:
+                replies = await self._send(
+                    [self._commit_entry(commits[i], claimed[i], epochs[i]) for i in todo]
+                )
+            again = []
+            for i, reply in zip(todo, replies, strict=True):
+                code = lua.APPLIED if reply == lua.APPLIED else int(reply[0])
+                user_id = commits[i].user_id
+                if code == lua.VERSION:
+                    results[i] = Rejection.VERSION
+                    wait = max(wait, self._conflicts.lost(user_id, reply))
+                    continue
+                self._conflicts.won(user_id)
+                if code == lua.APPLIED:
+                    applied.append(commits[i])
+                elif code == lua.DUPLICATE:
+                    results[i] = Rejection.DUPLICATE_ID
+                elif await self._claim_all(to_bytes(user_id), reply[2:]):
+                    epochs[i] = reply[1]
+                    claimed[i] = set(reply[2:])
+                    again.append(i)
+                else:
+                    results[i] = Rejection.DUPLICATE_ID
+            todo = again
+            if not todo:
+                break
+        else:
+            raise AdapterError("could not claim new session ids: too many concurrent claimers")
+        if self._keys.buckets > 1:
+            await self._release(applied)
         if wait > 0:
             # A writer in another process holds a lease on the user: give it the time to
             # commit rather than lose the retry to it.
-            await anyio.sleep(min(wait, _LEASE_MS) / 1000)
-        return results
+            await anyio.sleep(min(wait, LEASE_MS) / 1000)
 
-    def _remember_rejection(self, user_id: str, reply: list[Any]) -> None:
-        # The actor reloads a rejected user at once; the script already read it (in the same
-        # atomic step as the check), which saves that reload a round trip.
-        if len(self._rejected) >= _MAX_REJECTED:
-            self._rejected.clear()
-        try:
-            snapshot = self._snapshot(user_id, reply[1], reply[2])
-        except AdapterError:
-            return  # the reload reads it again, and reports the failure
-        self._rejected[user_id] = (snapshot, anyio.get_current_task().id, anyio.current_time())
+    async def _release(self, applied: Sequence[UserCommit]) -> None:
+        """Release the claims of the sessions that ``applied`` commits deleted (buckets > 1)."""
+        for commit in applied:
+            user = to_bytes(commit.user_id)
+            for deleted in commit.deletes:
+                await claims.release(self._redis, self._keys, user, to_bytes(deleted))
 
     # -- the cluster claim protocol (see _claims) ----------------------------------------
 
@@ -354,6 +336,7 @@ class RedisSessionStoreAdapter:
 
         Raises:
             AdapterError: Redis failed, or the session cannot be decoded.
+            InvalidInputError: The id contains NUL (a store never passes one; one server).
 
         Cancelling it changes nothing; a request already sent is let finish first.
         """
@@ -362,8 +345,7 @@ class RedisSessionStoreAdapter:
         claims_key = self._keys.claims_keys(sid)[0]
         with self._redis.errors("read a session from"):
             if self._keys.buckets == 1:
-                call = (lua.GET_INLINE, [claims_key], [sid, self._keys.sessions_prefix(0)])
-                (raw,) = await self._send([call])
+                (raw,) = await self._send([(0, id_entry(b"G", sid))])
             else:
                 held = await self._redis.call(lambda client: client.hget(claims_key, sid))
                 if held is None:

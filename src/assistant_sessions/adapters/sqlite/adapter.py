@@ -75,6 +75,7 @@ import attrs
 
 from ...errors import AdapterError, InvalidInputError, InvalidTypeError
 from ...model import Session, SessionQuery, SessionState
+from .._lifetime import Shared
 from ..base import Rejection, UserCommit, UserSnapshot
 from . import _db as db
 from . import _reads as reads
@@ -154,9 +155,7 @@ class SqliteSessionStoreAdapter:
         self._busy_timeout = float(busy_timeout)
         self._group_commit = bool(group_commit)
         self._max_group = max_group
-        self._db: db.Database | None = None
-        self._opened = 0
-        self._opening: anyio.Event | None = None
+        self._shared: Shared[db.Database] = Shared()
         self._counts = [0, 0, 0, 0]
 
     def __repr__(self) -> str:
@@ -178,8 +177,8 @@ class SqliteSessionStoreAdapter:
     def statistics(self) -> SqliteStatistics:
         """The adapter's counters, over every time it was open (never blocks)."""
         counts = list(self._counts)
-        if self._db is not None:
-            counts = [a + b for a, b in zip(counts, self._current_counts(self._db), strict=True)]
+        if (database := self._shared.value) is not None:
+            counts = [a + b for a, b in zip(counts, self._current_counts(database), strict=True)]
         return SqliteStatistics(*counts)
 
     @staticmethod
@@ -205,36 +204,15 @@ class SqliteSessionStoreAdapter:
 
         On cancellation the database is not left open.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        while self._opening is not None:
-            await self._opening.wait()
-        if self._db is not None:
-            self._opened += 1
-            return
-        opening = self._opening = anyio.Event()
-        try:
-            with anyio.CancelScope(shield=True):
-                writer, reader = await anyio.to_thread.run_sync(
-                    db.connect, self._path, self._synchronous, self._busy_timeout
-                )
-            database = db.Database(
-                self._path,
-                writer,
-                reader,
-                group_commit=self._group_commit,
-                max_group=self._max_group,
-            )
-            try:
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await database.close()
-                raise
-            self._db = database
-            self._opened = 1
-        finally:
-            self._opening = None
-            opening.set()
+        await self._shared.open(self._connect, db.Database.close)
+
+    async def _connect(self) -> db.Database:
+        writer, reader = await anyio.to_thread.run_sync(
+            db.connect, self._path, self._synchronous, self._busy_timeout
+        )
+        return db.Database(
+            self._path, writer, reader, group_commit=self._group_commit, max_group=self._max_group
+        )
 
     async def aclose(self) -> None:
         """Close the database when the last :meth:`open` is matched; committed data stays.
@@ -247,13 +225,9 @@ class SqliteSessionStoreAdapter:
 
         Cancellation does not interrupt closing.
         """
-        database = self._db
-        if database is None or self._opened > 1:
-            self._opened = max(0, self._opened - 1)
-            await anyio.lowlevel.checkpoint()
+        database = await self._shared.release()
+        if database is None:
             return
-        self._opened = 0
-        self._db = None
         self._counts = [
             a + b for a, b in zip(self._counts, self._current_counts(database), strict=True)
         ]
@@ -261,7 +235,7 @@ class SqliteSessionStoreAdapter:
             await database.close()
 
     def _database(self) -> db.Database:
-        database = self._db
+        database = self._shared.value
         if database is None:
             raise AdapterError(f"the SQLite adapter for {self._path} is not open")
         return database
