@@ -52,14 +52,14 @@ class Reads:
         # session (a NULL version or id).
         self._load = statement(
             "SELECT given.user_id, users.version, s.id, s.data "
-            "FROM unnest(%s::text[]) AS given (user_id) "
+            "FROM unnest(%b::text[]) AS given (user_id) "
             "LEFT JOIN {schema}.users ON users.user_id = given.user_id "
             "LEFT JOIN {schema}.sessions AS s ON s.user_id = given.user_id "
             "ORDER BY s.created_at, s.id",
             schema,
         )
         self._get = statement(
-            "SELECT id, user_id, data FROM {schema}.sessions WHERE id = ANY (%s::text[])", schema
+            "SELECT id, user_id, data FROM {schema}.sessions WHERE id = ANY (%b::text[])", schema
         )
 
     def load_users(
