@@ -9,8 +9,9 @@ import pytest
 from assistant_sessions import SessionStore, create_session_store
 from assistant_sessions.testing import FakeClock
 
-# Private Redis servers (and a cluster) for the Redis tests; see tests/redis_fixtures.py.
-pytest_plugins = ["redis_fixtures", "postgres_fixtures"]
+# Private Redis and PostgreSQL servers for their tests (tests/redis_fixtures.py,
+# tests/postgres_fixtures.py); a SQLite file, adapter and raw connection (tests/sqlite_fixtures.py).
+pytest_plugins = ["redis_fixtures", "postgres_fixtures", "sqlite_fixtures"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -544,9 +544,11 @@ def test_write_ceiling_fails_when_writes_go_missing(
 ) -> None:
     write = sqlite_adapter.write_transaction
 
-    def skip_sessions(connection: Any, commits: list[Any]) -> list[Any]:
+    def skip_sessions(connection: Any, commits: list[Any], indexed: Any = None) -> list[Any]:
         # A "fast" write path: versions move on, but the sessions themselves are not written.
-        return write(connection, [(user, version, (), ()) for user, version, _, _ in commits])
+        return write(
+            connection, [(user, version, (), ()) for user, version, _, _ in commits], indexed
+        )
 
     monkeypatch.setattr(sqlite_adapter, "write_transaction", skip_sessions)
     with pytest.raises(BenchmarkError, match="not stored as written"):

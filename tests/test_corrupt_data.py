@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +77,6 @@ DAMAGE: dict[str, Callable[[str, str], object]] = {
 def _store(path: Path, clock: FakeClock) -> SessionStore:
     adapter = SqliteSessionStoreAdapter(path, synchronous="OFF")
     return create_session_store(adapter, clock=clock, default_ttl=60)
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "sessions.db"
-
-
-@pytest.fixture
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain second connection to the database, as another process would have."""
-    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def _data(raw: sqlite3.Connection, session_id: str) -> str:

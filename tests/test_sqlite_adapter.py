@@ -7,7 +7,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -74,31 +74,6 @@ def make(
         surfaces,
         MappingProxyType({"k": session_id}),
     )
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "sessions.db"
-
-
-@pytest.fixture
-async def adapter(path: Path) -> AsyncIterator[SqliteSessionStoreAdapter]:
-    opened = SqliteSessionStoreAdapter(path)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
-@pytest.fixture
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    """A second, plain connection to the database (as another process would have)."""
-    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 # -- the store on SQLite ----------------------------------------------------------------------
@@ -272,7 +247,7 @@ async def test_rows_written_as_utf8_text_still_read_and_update(
     row[9] = json.dumps(list(session.attached_surfaces), ensure_ascii=False, separators=(",", ":"))
     assert not row[8].isascii()
     raw.execute("INSERT INTO users VALUES ('u', 1)")
-    raw.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    raw.execute(f"INSERT INTO sessions VALUES ({', '.join('?' * len(row))})", row)
     assert await adapter.get("s\u00e9") == session
     assert (await adapter.load_user("u")).sessions == (session,)
     assert await adapter.find(SessionQuery(surface_id="\U0001f600")) == [session]

@@ -390,8 +390,9 @@ class SessionStore:
             raise InvalidTypeError("resolver must have a select(candidates, *, surface_id) method")
         op = Resolve(
             check_id(user_id, "user_id"),
-            check_optional_id(workspace_id, "workspace_id"),
-            check_optional_id(surface_id, "surface_id"),
+            # check_optional_id written out: this runs on every resolve.
+            None if workspace_id is None else check_id(workspace_id, "workspace_id"),
+            None if surface_id is None else check_id(surface_id, "surface_id"),
             resolver,
             # A plain identity test on the hot path; check_bool for the error.
             attach=attach_surface

@@ -62,8 +62,11 @@ class Op(Protocol):
     def apply(self, tx: Transaction) -> Any: ...
 
 
-def _activate(tx: Transaction, session: Session, name: str) -> Session:
-    """Touch ``session``: make it active and move its last activity to now."""
+def _activate(
+    tx: Transaction, session: Session, name: str, surfaces: tuple[str, ...] | None = None
+) -> Session:
+    """Touch ``session``: make it active and move its last activity to now (and give it
+    ``surfaces``, if given, in the same new snapshot)."""
     state = session.state
     now = tx.now
     if state is _ACTIVE:
@@ -81,7 +84,7 @@ def _activate(tx: Transaction, session: Session, name: str) -> Session:
             session.created_at,
             now,
             changed_at,
-            session.attached_surfaces,
+            session.attached_surfaces if surfaces is None else surfaces,
             session.metadata,
         )
     )
@@ -296,16 +299,16 @@ class Resolve:
         else:
             chosen = self._select_custom(tx)
         if chosen is not None:
-            if surface_id is not None and surface_id not in chosen.attached_surfaces:
-                if len(chosen.attached_surfaces) >= tx.policy.max_surfaces:
-                    raise InvalidInputError(
-                        f"session {chosen.id!r} already has the maximum of "
-                        f"{tx.policy.max_surfaces} surfaces attached; resolve with "
-                        "attach_surface=False or detach one first"
-                    )
-                _claim_surface(tx, surface_id, chosen.id)
-                chosen = _with(chosen, attached_surfaces=(*chosen.attached_surfaces, surface_id))
-            return _activate(tx, chosen, "resolve")
+            if surface_id is None or surface_id in chosen.attached_surfaces:
+                return _activate(tx, chosen, "resolve")  # the common case: a touch
+            if len(chosen.attached_surfaces) >= tx.policy.max_surfaces:
+                raise InvalidInputError(
+                    f"session {chosen.id!r} already has the maximum of "
+                    f"{tx.policy.max_surfaces} surfaces attached; resolve with "
+                    "attach_surface=False or detach one first"
+                )
+            _claim_surface(tx, surface_id, chosen.id)  # then attached and touched in one snapshot
+            return _activate(tx, chosen, "resolve", (*chosen.attached_surfaces, surface_id))
         session_id = self.new_id or new_session_id()
         if session_id in tx.sessions:
             raise SessionConflictError(session_id)

@@ -104,36 +104,49 @@ class UserActor:
         request is dropped unapplied; once a turn has taken it, the cancellation reaches the
         caller at once and the turn completes on the actor's time.
         """
+        if self.busy or not self.ctx.storage.inline:
+            return await self._enqueue(op)
+        return self.call_now(op)
+
+    def call_now(self, op: Op) -> Any:
+        """Apply ``op`` as one turn in the caller's task, without awaiting (inline storage,
+        and the actor not busy: the router checks both)."""
         ctx = self.ctx
         storage = ctx.storage
-        if self.busy or not storage.inline:
-            return await self._enqueue(op)
+        # The common turn, without a batch, a request or a generator: (load,) apply, commit.
         state = self.state
-        if state is not None:
-            # The common turn on inline storage, tried first without a batch, a request or a
-            # generator: apply and commit. Every other outcome is the engine's (``turn``).
-            # (An error or a no-op is the engine's too: it verifies the cache first.)
-            tx = Transaction(state, ctx.clock(), ctx.policy)
+        if state is None:
             try:
-                result = op.apply(tx)
-            except Exception:
-                tx.rollback()
-            else:
-                if tx.dirty:
-                    try:
-                        rejection = storage.commit_now(tx.to_commit())
-                    except Exception as exc:
-                        request = Request(op)
-                        try:
-                            self._settle_failure([request], tx, exc)
-                        except ActorCrash as crash:
-                            ctx.crashed(self, crash)
-                        return request.outcome()
-                    if rejection is None:
-                        self._committed(state, tx)
-                        return result
-                    self._settle_rejection(tx, rejection)
+                state = self.state = UserState(storage.load_now(self.user_id))
+            except Exception as exc:
+                return self._failed_now(op, exc)
+        tx = Transaction(state, ctx.clock(), ctx.policy)
+        try:
+            result = op.apply(tx)
+        except Exception:
+            tx.rollback()
+        else:
+            if tx.dirty:
+                try:
+                    rejection = storage.commit_now(tx.to_commit())
+                except Exception as exc:
+                    tx.rollback()  # and the cache goes: the commit's outcome is unknown
+                    return self._failed_now(op, exc)
+                if rejection is None:
+                    self._committed(state, tx)
+                    return result
+                self._settle_rejection(tx, rejection)
+        # Any other outcome is the engine's: it verifies the cache (a stale one may err).
         return self._turn_now(op)
+
+    def _failed_now(self, op: Op, exc: Exception) -> Any:
+        """The storage raised in :meth:`call_now`: the engine's outcome (the cache goes)."""
+        request = Request(op)
+        try:
+            self._settle_failure([request], exc)
+        except ActorCrash as crash:
+            self.ctx.crashed(self, crash)
+        return request.outcome()
 
     def _turn_now(self, op: Op) -> Any:
         """Run ``op`` through the engine, in the caller's task (inline storage)."""
@@ -142,7 +155,7 @@ class UserActor:
         try:
             self.ctx.storage.run_now(self.turn([request]))
         except ActorCrash as crash:
-            self.busy = False
+            self.busy = False  # before the registry hears of it
             self.ctx.crashed(self, crash)
         else:
             self.busy = False
@@ -266,11 +279,9 @@ class UserActor:
                 yield io
                 try:
                     state = self.state = UserState(io.answer())
-                except AdapterError as exc:
-                    self._storage_failed(batch, exc)
-                    return
                 except Exception as exc:
-                    self._crash(batch, exc)
+                    self._settle_failure(batch, exc)
+                    return
                 verified = True
             tx = Transaction(state, ctx.clock(), ctx.policy)
             applied: list[Request] = []
@@ -297,11 +308,9 @@ class UserActor:
                 yield io
                 try:
                     snapshot = io.answer()
-                except AdapterError as exc:
-                    self._storage_failed(batch, exc)
-                    return
                 except Exception as exc:
-                    self._crash(batch, exc)
+                    self._settle_failure(batch, exc)
+                    return
                 if snapshot.version == state.version:
                     return
                 self.state = UserState(snapshot)
@@ -320,7 +329,8 @@ class UserActor:
             try:
                 rejection = io.answer()
             except Exception as exc:
-                self._settle_failure(applied, tx, exc)
+                tx.rollback()
+                self._settle_failure(applied, exc)
                 return
             if rejection is None:
                 self._committed(state, tx)
@@ -336,18 +346,17 @@ class UserActor:
                 return
         fail(batch, AdapterError(f"too many concurrent writers for user {self.user_id!r}"))
 
-    # -- outcomes of a commit (shared by the engine and the first try of ``call``) ------------
+    # -- outcomes of storage calls (shared by the engine and ``call_now``) ---------------------
 
     def _committed(self, state: UserState, tx: Transaction) -> None:
         state.version += 1
         events = self.ctx.events
-        if events:
+        if events.subscriptions:
             events.publish_transaction(tx)
 
-    def _settle_failure(self, requests: list[Request], tx: Transaction, exc: Exception) -> None:
-        """The commit of ``tx`` raised: undo it, drop the cache, fail ``requests``; an error
-        other than the storage's is a crash (raises :class:`ActorCrash`)."""
-        tx.rollback()
+    def _settle_failure(self, requests: list[Request], exc: Exception) -> None:
+        """A load or a commit raised: drop the cache and fail ``requests``; an error other
+        than the storage's is a crash (raises :class:`ActorCrash`)."""
         if isinstance(exc, AdapterError):
             self._storage_failed(requests, exc)
         else:

@@ -208,16 +208,18 @@ class Subscription:
 class EventBus:
     """Fan-out of events to subscriptions; publishing never blocks."""
 
-    __slots__ = ("_subscriptions",)
+    __slots__ = ("subscriptions",)
 
     def __init__(self) -> None:
-        self._subscriptions: list[Subscription] = []
+        #: Open subscriptions; read-only outside this class. Publishers on the hot path test
+        #: it before building events (a plain attribute read, not a ``__bool__`` call).
+        self.subscriptions: list[Subscription] = []
 
     def __bool__(self) -> bool:
-        return bool(self._subscriptions)
+        return bool(self.subscriptions)
 
     def __len__(self) -> int:
-        return len(self._subscriptions)
+        return len(self.subscriptions)
 
     def subscribe(
         self,
@@ -246,17 +248,17 @@ class EventBus:
             except ValueError as exc:
                 raise InvalidInputError(f"unknown event kind: {exc}") from None
         subscription = Subscription(self, buffer_size, user_id, wanted)
-        self._subscriptions.append(subscription)
+        self.subscriptions.append(subscription)
         return subscription
 
     def remove(self, subscription: Subscription) -> None:
         """Forget a subscription (idempotent)."""
-        if subscription in self._subscriptions:
-            self._subscriptions.remove(subscription)
+        if subscription in self.subscriptions:
+            self.subscriptions.remove(subscription)
 
     def publish(self, events: Iterable[SessionEvent]) -> None:
         """Hand events to every subscription, in order."""
-        subscriptions = self._subscriptions
+        subscriptions = self.subscriptions
         for event in events:
             for subscription in subscriptions:
                 subscription._offer(event)
@@ -280,6 +282,6 @@ class EventBus:
 
     def close(self) -> None:
         """End every subscription (the store is closing): buffered events can still be read."""
-        for subscription in self._subscriptions:
+        for subscription in self.subscriptions:
             subscription._end()
-        self._subscriptions.clear()
+        self.subscriptions.clear()

@@ -34,7 +34,13 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..adapters.base import Rejection, SessionStoreAdapter, SynchronousAdapter, UserCommit
+from ..adapters.base import (
+    Rejection,
+    SessionStoreAdapter,
+    SynchronousAdapter,
+    UserCommit,
+    UserSnapshot,
+)
 from ..model import Session, SessionQuery, SessionState
 
 __all__ = ["COMMIT", "LOAD", "Storage", "StorageCall", "Turn"]
@@ -100,6 +106,16 @@ class Storage:
         sync = self._sync
         assert sync is not None
         return sync.commit_nowait((commit,))[0]
+
+    def load_now(self, user_id: str) -> UserSnapshot:
+        """Read one user's snapshot without awaiting (inline storage only).
+
+        Raises:
+            Exception: Whatever the adapter raised.
+        """
+        sync = self._sync
+        assert sync is not None
+        return sync.load_user_nowait(user_id)
 
     def run_now(self, turn: Turn) -> None:
         """Drive ``turn`` to its end without awaiting (inline storage only)."""

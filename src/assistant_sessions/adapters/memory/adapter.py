@@ -19,6 +19,16 @@ __all__ = ["InMemorySessionStoreAdapter"]
 _BY_ACTIVITY = frozenset({SessionState.CREATED, SessionState.ACTIVE})
 
 
+class _User:
+    """One user's sessions and version: a commit reads one entry of a big dict, not two."""
+
+    __slots__ = ("sessions", "version")
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+        self.version = 0
+
+
 @final
 class InMemorySessionStoreAdapter:
     """Keeps sessions in this process's memory, until the process ends.
@@ -36,8 +46,8 @@ class InMemorySessionStoreAdapter:
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
-        self._users: dict[str, dict[str, Session]] = {}
-        self._versions: dict[str, int] = {}
+        #: Every user ever written (a user whose sessions are all gone keeps its version).
+        self._users: dict[str, _User] = {}
         self._due: dict[SessionState, DueIndex] = {s: DueIndex() for s in SessionState}
 
     def __len__(self) -> int:
@@ -55,10 +65,10 @@ class InMemorySessionStoreAdapter:
 
     def load_user_nowait(self, user_id: str) -> UserSnapshot:
         """Return every session of ``user_id`` and the user's version."""
-        sessions = self._users.get(user_id)
-        return UserSnapshot(
-            user_id, self._versions.get(user_id, 0), tuple(sessions.values()) if sessions else ()
-        )
+        user = self._users.get(user_id)
+        if user is None:
+            return UserSnapshot(user_id, 0, ())
+        return UserSnapshot(user_id, user.version, tuple(user.sessions.values()))
 
     async def load_user(self, user_id: str) -> UserSnapshot:
         """Return every session of ``user_id`` and the user's version."""
@@ -67,6 +77,8 @@ class InMemorySessionStoreAdapter:
 
     def commit_nowait(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         """Apply each user's commit if its version matches (see the adapter contract)."""
+        if len(commits) == 1:  # an actor's turn: no comprehension (a frame and a loop)
+            return [self._commit_one(commits[0])]
         return [self._commit_one(commit) for commit in commits]
 
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
@@ -76,29 +88,39 @@ class InMemorySessionStoreAdapter:
 
     def _commit_one(self, commit: UserCommit) -> Rejection | None:
         user_id = commit.user_id
-        if self._versions.get(user_id, 0) != commit.expected_version:
+        user = self._users.get(user_id)
+        if (0 if user is None else user.version) != commit.expected_version:
             return Rejection.VERSION
         sessions = self._sessions
         upserts = commit.upserts
         if len(upserts) == 1 and not commit.deletes:  # the common case, without the lists
             session = upserts[0]
-            old = sessions.get(session.id)
-            if old is not None and old.user_id != user_id:
-                return Rejection.DUPLICATE_ID
-            own = self._users.get(user_id)
-            if own is None:
-                own = self._users[user_id] = {}
-            sessions[session.id] = own[session.id] = session
+            session_id = session.id
+            # A session of this user's own is found in its (small) dict, not the big one.
+            old = user.sessions.get(session_id) if user is not None else None
+            if old is None:
+                old = sessions.get(session_id)
+                if old is not None and old.user_id != user_id:
+                    return Rejection.DUPLICATE_ID
+            if user is None:
+                user = self._users[user_id] = _User()
+            sessions[session_id] = user.sessions[session_id] = session
+            user.version += 1
+            # The index, written out for the common touch: same state, a later clock.
+            state = session.state
+            if old is not None and old.state is state and state in _BY_ACTIVITY:
+                if old.last_activity_at != session.last_activity_at:
+                    self._due[state].set(session_id, session.last_activity_at)
+                return None
             self._index(old, session)
-            self._versions[user_id] = commit.expected_version + 1
             return None
         previous = [sessions.get(session.id) for session in upserts]
         for old in previous:
             if old is not None and old.user_id != user_id:
                 return Rejection.DUPLICATE_ID
-        own = self._users.get(user_id)
-        if own is None:
-            own = self._users[user_id] = {}
+        if user is None:
+            user = self._users[user_id] = _User()
+        own = user.sessions
         for session_id in commit.deletes:
             gone = own.pop(session_id, None)
             if gone is not None:
@@ -108,8 +130,9 @@ class InMemorySessionStoreAdapter:
             sessions[session.id] = own[session.id] = session
             self._index(old, session)
         if not own:
-            del self._users[user_id]
-        self._versions[user_id] = commit.expected_version + 1
+            # A dict keeps its peak size: a user whose sessions are all gone gets a new one.
+            user.sessions = {}
+        user.version += 1
         return None
 
     def _index(self, old: Session | None, new: Session) -> None:
@@ -140,7 +163,8 @@ class InMemorySessionStoreAdapter:
         """Return sessions matching ``query``, most recently active first."""
         pool: Iterable[Session]
         if query.user_id is not None:
-            pool = self._users.get(query.user_id, {}).values()
+            user = self._users.get(query.user_id)
+            pool = user.sessions.values() if user is not None else ()
         else:
             pool = self._sessions.values()
         return heapq.nlargest(query.limit, filter(query.matches, pool), key=recency_key)

@@ -30,9 +30,16 @@ from .._batching import Batcher, Job
 from ..base import Rejection
 from ._reads import Read
 from ._schema import migrate
-from ._writes import EncodedCommit, write_transaction
+from ._writes import EncodedCommit, IndexedColumns, write_transaction
 
-__all__ = ["Database", "EncodedCommit", "connect", "translate", "write_transaction"]
+__all__ = [
+    "Database",
+    "EncodedCommit",
+    "IndexedColumns",
+    "connect",
+    "translate",
+    "write_transaction",
+]
 
 logger = logging.getLogger("assistant_sessions")
 
@@ -140,6 +147,8 @@ class Database:
         self.reads: Batcher[Read, Any] = Batcher(self._run_reads, MAX_READ_BATCH)
         self.transactions = 0
         self.user_commits = 0
+        #: What the writer last wrote to the indexed columns (the writer thread's alone).
+        self.indexed = IndexedColumns()
 
     async def close(self) -> None:
         """Fail what is still pending, wait for running calls, close the connections."""
@@ -221,6 +230,6 @@ class Database:
 
     def _transaction(self, commits: list[EncodedCommit]) -> list[Rejection | None]:
         self.user_commits += len(commits)
-        results = write_transaction(self._writer, commits)
+        results = write_transaction(self._writer, commits, self.indexed)
         self.transactions += 1
         return results

@@ -4,6 +4,11 @@ The adapter turns each call into a :data:`Read` and submits it to the reader; ev
 when the reader starts runs in one read transaction, so each sees committed data only. A row
 that does not decode fails ``get`` of its id and is skipped (and logged) by the other reads,
 which go on past it: one damaged session cannot hide its owner's others or stop sweeps.
+
+The indexes key on minute buckets of the clocks (see :mod:`._schema`), so the orders are
+``(key, clock, id)``: the same order as ``(clock, id)``, read from the index a bucket at a time.
+Every bound on a clock is also given as a bound on its key, so that SQLite starts and stops
+reading the index where the clock's bucket does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ...model import Session, SessionQuery, SessionState
 from .._encoding import to_micros
 from .._rows import decode_row, decoded_or_none, read_past_damaged
 from ..base import UserSnapshot
+from ._schema import bucket
 
 __all__ = ["Read", "due", "find", "get", "load_user"]
 
@@ -81,14 +87,16 @@ def find(query: SessionQuery) -> Read:
         clauses.append("id IN (SELECT session_id FROM session_surfaces WHERE surface_id = ?)")
         parameters.append(query.surface_id)
     if query.active_after is not None:
-        clauses.append("last_activity_at > ?")
-        parameters.append(to_micros(query.active_after))
+        active_after = to_micros(query.active_after)
+        clauses.append("activity_key >= ? AND last_activity_at > ?")
+        parameters.extend((bucket(active_after), active_after))
     if query.after is not None:
         # Keyset paging: the sessions that follow the cursor in the result order.
-        clauses.append("(last_activity_at, id) < (?, ?)")
-        parameters.extend((to_micros(query.after[0]), query.after[1]))
+        after = to_micros(query.after[0])
+        clauses.append("activity_key <= ? AND (last_activity_at, id) < (?, ?)")
+        parameters.extend((bucket(after), after, query.after[1]))
     select = "SELECT id, user_id, data, last_activity_at FROM sessions"
-    order = "ORDER BY last_activity_at DESC, id DESC LIMIT ?"
+    order = "ORDER BY activity_key DESC, last_activity_at DESC, id DESC LIMIT ?"
     first = f"{select} {'WHERE' if clauses else ''} {' AND '.join(clauses)} {order}"
     # After skipping damaged rows: the rows past the last one read.
     more = f"{select} WHERE {' AND '.join([*clauses, '(last_activity_at, id) < (?, ?)'])} {order}"
@@ -112,13 +120,15 @@ def due(
     Rows that do not decode are skipped (and logged), so one damaged session cannot stop
     sweeps; reading goes on past them until ``limit`` sessions are found.
     """
-    clauses = ["state = ?", "state_clock < ?"]
-    parameters: list[Any] = [state.value, to_micros(before)]
+    cutoff = to_micros(before)
+    clauses = ["state = ?", "sweep_key <= ?", "state_clock < ?"]
+    parameters: list[Any] = [state.value, bucket(cutoff), cutoff]
     if after is not None:
-        clauses.append("(state_clock, id) > (?, ?)")
-        parameters.extend((to_micros(after[0]), after[1]))
+        start = to_micros(after[0])
+        clauses.append("sweep_key >= ? AND (state_clock, id) > (?, ?)")
+        parameters.extend((bucket(start), start, after[1]))
     select = "SELECT id, user_id, data, state_clock FROM sessions WHERE"
-    order = "ORDER BY state_clock, id LIMIT ?"
+    order = "ORDER BY sweep_key, state_clock, id LIMIT ?"
     first = f"{select} {' AND '.join(clauses)} {order}"
     more = f"{select} {' AND '.join([*clauses, '(state_clock, id) > (?, ?)'])} {order}"
 

@@ -6,10 +6,20 @@ session is decoded from, so a session round-trips exactly (timestamps keep their
 metadata its types). The other columns copy what queries filter and order by: ids, the state,
 the surfaces (a JSON array), and timestamps as integer microseconds since the Unix epoch, UTC
 (:func:`~assistant_sessions.adapters._encoding.to_micros`), which order correctly in SQL
-whatever offset the datetimes had. ``state_clock`` is the key of the sweep index
+whatever offset the datetimes had. ``state_clock`` is the sweep clock
 (:func:`~assistant_sessions.adapters.base.state_clock`). Triggers keep the ``session_surfaces``
 side table equal to the ``surfaces`` column, so "sessions on this surface" is an index lookup;
 they do their work only when a write changes the surfaces.
+
+The indexes hold *bucket keys*, not the exact clocks: ``sweep_key`` and ``activity_key`` are the
+state clock and the last activity rounded down to a whole :data:`KEY_MICROS` (one minute), so a
+touch within the same minute leaves every index entry as it was. SQLite rewrites an index entry
+whenever its column is in an ``UPDATE``'s ``SET`` list, even with an equal value, so the writer
+(:mod:`._writes`) updates such a row with a statement that names no indexed column. The queries
+stay exact: they order by ``(key, exact clock, id)``, which is the order of ``(exact clock, id)``
+because the key is a non-decreasing function of the clock; SQLite reads the index in key order
+and sorts the rows of one key at a time. A page of ``due`` or ``find`` therefore reads the whole
+minute it starts in: one minute's sessions bound its cost.
 
 Rows are written by :func:`encode_session` and read by
 :func:`~assistant_sessions.adapters._rows.decode_row`, through the
@@ -34,17 +44,35 @@ from .._encoding import encode_session as encode_document
 from .._encoding import encode_surfaces, to_micros
 
 __all__ = [
+    "KEY_MICROS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "SessionRow",
+    "bucket",
     "check_known_version",
     "encode_session",
     "migrate",
     "read_schema_version",
 ]
 
-#: A row of ``sessions`` as written, in the column order of ``INSERT``.
-SessionRow = tuple[str, str, str | None, str, int, int, int, int, str, str]
+#: A row of ``sessions`` as written, in the column order of ``INSERT``: id, user id,
+#: workspace id, state, created, last activity, state changed, state clock, JSON text, surfaces,
+#: sweep key, activity key.
+SessionRow = tuple[str, str, str | None, str, int, int, int, int, str, str, int, int]
+
+#: The width of an index bucket, microseconds. Stored keys were computed with it: changing it
+#: needs a migration that recomputes them.
+KEY_MICROS: Final = 60_000_000
+
+
+def bucket(micros: int) -> int:
+    """The bucket key of a clock: ``micros`` rounded down to a whole :data:`KEY_MICROS`."""
+    return micros - micros % KEY_MICROS
+
+
+def _bucket_sql(column: str) -> str:
+    # SQLite's % keeps the dividend's sign; this is the floor, like Python's, before 1970 too.
+    return f"{column} - ((({column}) % {KEY_MICROS}) + {KEY_MICROS}) % {KEY_MICROS}"
 
 
 def _surfaces_of(row: str) -> str:
@@ -106,6 +134,24 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"""INSERT OR IGNORE INTO session_surfaces (session_id, surface_id)
         SELECT sessions.id, surface.value
         FROM sessions, json_each({_surfaces_of("sessions")}) AS surface""",
+    ),
+    # 2 -> 3: the indexes key on one-minute buckets of the clocks (see the module
+    # documentation), so that a touch within the minute rewrites no index entry.
+    (
+        "ALTER TABLE sessions ADD COLUMN sweep_key INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN activity_key INTEGER NOT NULL DEFAULT 0",
+        f"""UPDATE sessions SET sweep_key = {_bucket_sql("state_clock")},
+        activity_key = {_bucket_sql("last_activity_at")}""",
+        "DROP INDEX sessions_by_user",
+        "DROP INDEX sessions_by_state_clock",
+        "DROP INDEX sessions_by_activity",
+        # load_user, and find by user (and workspace). No clock: a touch never moves an entry
+        # of it, and one user's sessions are few enough to sort.
+        "CREATE INDEX sessions_by_user ON sessions (user_id, workspace_id, id)",
+        # due(): sweeps read the oldest sessions of one state.
+        "CREATE INDEX sessions_by_sweep_key ON sessions (state, sweep_key, id)",
+        # find() without a user: most recently active first over every session.
+        "CREATE INDEX sessions_by_activity_key ON sessions (activity_key, id)",
     ),
 )
 
@@ -178,6 +224,12 @@ def encode_session(session: Session) -> SessionRow:
     state_changed = to_micros(session.state_changed_at)
     state = session.state
     surfaces = encode_surfaces(session.attached_surfaces)
+    # base.state_clock, inlined.
+    clock = (
+        last_activity
+        if state is SessionState.CREATED or state is SessionState.ACTIVE
+        else state_changed
+    )
     return (
         session.id,
         session.user_id,
@@ -186,10 +238,9 @@ def encode_session(session: Session) -> SessionRow:
         to_micros(session.created_at),
         last_activity,
         state_changed,
-        # base.state_clock, inlined: the sweep index key.
-        last_activity
-        if state is SessionState.CREATED or state is SessionState.ACTIVE
-        else state_changed,
+        clock,
         encode_document(session, surfaces),
         surfaces,
+        clock - clock % KEY_MICROS,
+        last_activity - last_activity % KEY_MICROS,
     )

@@ -16,6 +16,11 @@ whose upsert meets a taken id is marked ``DUPLICATE_ID`` and the transaction run
 without it. (Set-wise statements over JSON or multi-row ``VALUES`` parameters were measured too:
 SQLite spent more on them than ``executemany`` does.)
 
+Rows the writer knows it wrote before are written by an ``UPDATE`` that sets only what changed
+(:mod:`._updates`): a touch rewrites no index entry. Its ``WHERE`` checks what the writer
+expects stored, so a row another process changed meanwhile makes that count fall short too, and
+the transaction runs again user by user with upserts.
+
 Everything here runs in the writer thread.
 """
 
@@ -26,11 +31,9 @@ from typing import Final
 
 from ..base import Rejection
 from ._schema import SessionRow
+from ._updates import EncodedCommit, IndexedColumns, update_statement
 
-__all__ = ["EncodedCommit", "write_transaction"]
-
-#: One user commit, ready for SQL: user id, expected version, rows to upsert, ids to delete.
-EncodedCommit = tuple[str, int, tuple[SessionRow, ...], tuple[str, ...]]
+__all__ = ["EncodedCommit", "IndexedColumns", "write_transaction"]
 
 _CLAIM_NEW_USER: Final = (
     "INSERT INTO users (user_id, version) VALUES (?, 1) ON CONFLICT (user_id) DO NOTHING"
@@ -40,13 +43,14 @@ _DELETE: Final = "DELETE FROM sessions WHERE id = ? AND user_id = ?"
 # The WHERE makes an id owned by another user change no row: that is the duplicate check.
 _UPSERT: Final = """
 INSERT INTO sessions (id, user_id, workspace_id, state, created_at, last_activity_at,
-                      state_changed_at, state_clock, data, surfaces)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      state_changed_at, state_clock, data, surfaces, sweep_key, activity_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     workspace_id = excluded.workspace_id, state = excluded.state,
     created_at = excluded.created_at, last_activity_at = excluded.last_activity_at,
     state_changed_at = excluded.state_changed_at, state_clock = excluded.state_clock,
-    data = excluded.data, surfaces = excluded.surfaces
+    data = excluded.data, surfaces = excluded.surfaces, sweep_key = excluded.sweep_key,
+    activity_key = excluded.activity_key
 WHERE sessions.user_id = excluded.user_id
 """
 
@@ -57,28 +61,42 @@ class _Duplicate(Exception):
 
 
 def write_transaction(
-    connection: sqlite3.Connection, commits: list[EncodedCommit]
+    connection: sqlite3.Connection,
+    commits: list[EncodedCommit],
+    indexed: IndexedColumns | None = None,
 ) -> list[Rejection | None]:
     """Apply ``commits`` in one ``BEGIN IMMEDIATE`` transaction; one result per commit.
 
-    Set-wise first (:func:`_apply_all`); if a user is refused, rolled back and run again user by
-    user. The connection must be in autocommit mode and outside a transaction.
+    Set-wise first (:func:`_apply_all`), updating only what changed in rows that ``indexed``
+    knows; if a user is refused or a row was not as expected, rolled back and run again user by
+    user with upserts. The connection must be in autocommit mode and outside a transaction.
 
     Raises:
         sqlite3.Error: The transaction failed and was rolled back: nothing was applied.
     """
     connection.execute("BEGIN IMMEDIATE")
     try:
-        applied = _apply_all(connection, commits)
-        if applied:
+        touched = _apply_all(connection, commits, indexed)
+        if touched is not None:
             connection.execute("COMMIT")
-            return [None] * len(commits)
+            results: list[Rejection | None] = [None] * len(commits)
+            if indexed is not None:
+                indexed.touches += touched
+                indexed.committed(commits, results)
+            return results
         connection.execute("ROLLBACK")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
+        if indexed is not None:
+            indexed.forget(commits)
         raise
-    return _one_by_one(connection, commits)
+    if indexed is not None:
+        indexed.forget(commits)
+    results = _one_by_one(connection, commits)
+    if indexed is not None:
+        indexed.committed(commits, results)
+    return results
 
 
 def _one_by_one(
@@ -105,16 +123,24 @@ def _one_by_one(
         return results
 
 
-def _apply_all(connection: sqlite3.Connection, commits: list[EncodedCommit]) -> bool:
-    """Apply every commit with one statement per kind of change; ``False`` if one is refused.
+def _apply_all(
+    connection: sqlite3.Connection, commits: list[EncodedCommit], indexed: IndexedColumns | None
+) -> int | None:
+    """Apply every commit with one statement per kind of change; ``None`` if one is refused.
 
-    The common case: every version matches and no id is taken. Each statement's row count
-    says whether that held for all users; if not, the caller rolls back and goes user by user.
+    The common case: every version matches, no id is taken, and every row ``indexed`` knows is
+    stored as it expects. Each statement's row count says whether that held for all of them;
+    if not, the caller rolls back and goes user by user. Returns how many rows were written
+    without rewriting an index entry.
     """
     claims: list[tuple[str]] = []
     bumps: list[tuple[int, str, int]] = []
     deletes: list[tuple[str, str]] = []
     rows: list[SessionRow] = []
+    updates: dict[tuple[str, ...], list[tuple[object, ...]]] = {}
+    planned: set[str] = set()
+    if indexed is not None:
+        indexed.learn(connection, commits)
     for user_id, expected, upserts, deleted in commits:
         if expected == 0:
             claims.append((user_id,))
@@ -122,14 +148,25 @@ def _apply_all(connection: sqlite3.Connection, commits: list[EncodedCommit]) -> 
             bumps.append((expected + 1, user_id, expected))
         if deleted:
             deletes.extend((session_id, user_id) for session_id in deleted)
-        rows.extend(upserts)
+        if indexed is None:
+            rows.extend(upserts)
+        else:
+            indexed.plan(upserts, rows, updates, planned)
     if claims and connection.executemany(_CLAIM_NEW_USER, claims).rowcount != len(claims):
-        return False
+        return None
     if bumps and connection.executemany(_BUMP_VERSION, bumps).rowcount != len(bumps):
-        return False
+        return None
     if deletes:
         connection.executemany(_DELETE, deletes)
-    return not rows or connection.executemany(_UPSERT, rows).rowcount == len(rows)
+    for changed, parameters in updates.items():
+        if not parameters:
+            continue
+        cursor = connection.executemany(update_statement(changed), parameters)
+        if cursor.rowcount != len(parameters):
+            return None
+    if rows and connection.executemany(_UPSERT, rows).rowcount != len(rows):
+        return None
+    return len(updates.get((), ()))
 
 
 def _apply(connection: sqlite3.Connection, index: int, commit: EncodedCommit) -> Rejection | None:

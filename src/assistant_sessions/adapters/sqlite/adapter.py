@@ -57,8 +57,10 @@ Schema
     A version table and forward migrations (see ``_schema``): opening an older database
     migrates it in one transaction; a database written by a newer library is refused. Sessions
     are stored as their JSON storage form (the library's cattrs converter), with copies of the
-    queried fields as indexed columns; timestamps as integer microseconds since the epoch
-    (UTC) so SQL orders them correctly.
+    queried fields as columns; timestamps as integer microseconds since the epoch (UTC) so
+    SQL orders them correctly. The indexes key on the minute of each clock, not the clock, so
+    that a session touched again within the same minute is written without rewriting an index
+    entry (``statistics().touches`` counts those writes); queries still order exactly.
 """
 
 from __future__ import annotations
@@ -99,12 +101,15 @@ class SqliteStatistics:
             transaction.
         write_calls: Calls of the writer thread.
         read_calls: Calls of the reader thread (each runs every read pending at its start).
+        touches: Session rows written without rewriting their index entries (their user,
+            workspace, state and the minute of their clocks were as the writer last wrote).
     """
 
     transactions: int
     user_commits: int
     write_calls: int
     read_calls: int
+    touches: int
 
 
 @final
@@ -156,7 +161,7 @@ class SqliteSessionStoreAdapter:
         self._group_commit = bool(group_commit)
         self._max_group = max_group
         self._shared: Shared[db.Database] = Shared()
-        self._counts = [0, 0, 0, 0]
+        self._counts = [0, 0, 0, 0, 0]
 
     def __repr__(self) -> str:
         return (
@@ -188,6 +193,7 @@ class SqliteSessionStoreAdapter:
             database.user_commits,
             database.writes.batches,
             database.reads.batches,
+            database.indexed.touches,
         ]
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -334,7 +340,8 @@ class SqliteSessionStoreAdapter:
         """Return up to ``limit`` sessions in ``state`` with a state clock before ``before``.
 
         Ordered by (state clock, id), after ``after`` if given, read from the ``(state,
-        state_clock, id)`` index. Sessions that do not decode are skipped and logged.
+        sweep_key, id)`` index (one-minute buckets of the state clock, each sorted exactly).
+        Sessions that do not decode are skipped and logged.
 
         Raises:
             AdapterError: The database failed or is not open.
