@@ -123,7 +123,7 @@ class IndexedColumns:
                 upserts.append(row)
                 continue
             planned.add(session_id)
-            if stored == (row[1], row[2], row[3], row[9], row[10], row[11]):
+            if stored == _stored(row):
                 # The common case, first: nothing indexed changed.
                 touches.append((*row[4:9], session_id, *stored))
                 continue
