@@ -184,6 +184,11 @@ class FailingAdapter(Passthrough):
     outcome is unknown to the caller). Only users for which ``faulty(user_id)`` is true get
     faults. ``get``, ``find`` and ``due`` always pass through.
 
+    With ``grouped``, it is a :class:`~assistant_sessions.adapters.GroupCommitAdapter`: the
+    store hands it many users' commits in one call, and a fault strikes them all. A crash then
+    strikes only :data:`BEFORE`, as the contract asks of an exception other than
+    ``AdapterError``.
+
     Attributes:
         applied: Every user commit the inner adapter applied, in order.
         faults: How many faults were injected, by ``(kind, where)``.
@@ -199,8 +204,10 @@ class FailingAdapter(Passthrough):
         load_rate: float = 0.1,
         crash_share: float = 0.3,
         faulty: Callable[[str], bool] = lambda _user: True,
+        grouped: bool = False,
     ) -> None:
         self.inner = inner
+        self.group_commit = grouped
         self.enabled = True
         self.applied: list[UserCommit] = []
         self.faults: dict[tuple[str, str], int] = {}
@@ -217,6 +224,8 @@ class FailingAdapter(Passthrough):
             return None
         kind = CRASH if self._random.random() < self._crash_share else ERROR
         where = self._random.choice(places)
+        if kind == CRASH and self.group_commit and where == AFTER:
+            where = BEFORE
         key = (kind, where)
         self.faults[key] = number = self.faults.get(key, 0) + 1
         return (
@@ -278,6 +287,9 @@ class LaggingAdapter:
     """Passes every call through after a seeded random number (up to ``delay``) of checkpoints,
     without any wall-clock sleep, so other tasks run (and queue, and cancel) meanwhile.
 
+    It groups commits as its inner adapter does (:attr:`group_commit`), so the store drives it
+    as it would drive the inner adapter.
+
     Attributes:
         commits: How many commit calls reached the inner adapter.
         max_commit_batch: The most user commits seen in one call.
@@ -286,8 +298,14 @@ class LaggingAdapter:
     def __init__(self, inner: SessionStoreAdapter, *, seed: int, delay: int = 4) -> None:
         self.inner = inner
         self.commits = 0
+        self.max_commit_batch = 0
         self._random = random.Random(seed)
         self._delay = delay
+
+    @property
+    def group_commit(self) -> bool:
+        """Whether the inner adapter groups commits."""
+        return getattr(self.inner, "group_commit", False) is True
 
     async def _lag(self) -> None:
         for _ in range(self._random.randint(0, self._delay)):
@@ -306,6 +324,7 @@ class LaggingAdapter:
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         await self._lag()
         self.commits += 1
+        self.max_commit_batch = max(self.max_commit_batch, len(commits))
         result = await self.inner.commit(commits)
         await self._lag()
         return result

@@ -84,17 +84,26 @@ class SlowAdapter:
         inner: The adapter holding the data; a new in-memory one if ``None``. Several wrappers
             may share one ``inner``, as several processes share one database.
         yields: Checkpoints each call passes before doing its work.
+        group_commit: Say so as a :class:`~assistant_sessions.adapters.GroupCommitAdapter`:
+            the store then hands it every waiting user's commit in one call.
     """
 
     def __init__(
-        self, inner: InMemorySessionStoreAdapter | None = None, *, yields: int = 2
+        self,
+        inner: InMemorySessionStoreAdapter | None = None,
+        *,
+        yields: int = 2,
+        group_commit: bool = False,
     ) -> None:
         self.inner = inner if inner is not None else InMemorySessionStoreAdapter()
         self.yields = yields
+        self.group_commit = group_commit
         #: Calls per operation name (``load``, ``commit``, ``get``, ``find``, ``due``).
         self.calls: Counter[str] = Counter()
         #: User commits handed to the inner adapter (a batch of N users counts N).
         self.user_commits = 0
+        #: The most user commits in one commit call.
+        self.max_commit_batch = 0
         #: User commits the inner adapter applied.
         self.applied = 0
         #: User commits rejected for a version conflict.
@@ -185,6 +194,7 @@ class SlowAdapter:
         try:
             await self._enter("commit", users)
             self.user_commits += len(commits)
+            self.max_commit_batch = max(self.max_commit_batch, len(commits))
             rejections = self.inner.commit_nowait(commits)
             self.applied += rejections.count(None)
             self.conflicts += rejections.count(Rejection.VERSION)

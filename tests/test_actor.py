@@ -17,9 +17,10 @@ from assistant_sessions import (
     SessionNotFoundError,
     create_session_store,
 )
-from assistant_sessions._runtime import registry as registry_module
+from assistant_sessions._runtime import pump as pump_module
 from assistant_sessions._runtime.actor import MAX_CONFLICT_RETRIES, UserActor
-from assistant_sessions._runtime.registry import ActorRegistry
+from assistant_sessions._runtime.pump import Pump
+from assistant_sessions._runtime.request import Request
 from assistant_sessions.adapters import Rejection, UserCommit
 from assistant_sessions.testing import FakeClock
 
@@ -114,37 +115,37 @@ async def test_a_full_mailbox_makes_callers_wait_not_fail(clock: FakeClock) -> N
         assert store.statistics().operations["update_metadata"].errors == 0
 
 
-def _count_drains(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the user of every actor task (drain) started from now on."""
-    drained: list[str] = []
-    drain = UserActor.drain
+def _count_batches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the user of every batch the executor takes from now on."""
+    taken: list[str] = []
+    take_batch = UserActor.take_batch
 
-    async def counting_drain(actor: UserActor) -> None:
-        drained.append(actor.user_id)
-        await drain(actor)
+    def counting_take_batch(actor: UserActor) -> list[Request] | None:
+        taken.append(actor.user_id)
+        return take_batch(actor)
 
-    monkeypatch.setattr(UserActor, "drain", counting_drain)
-    return drained
+    monkeypatch.setattr(UserActor, "take_batch", counting_take_batch)
+    return taken
 
 
-async def test_the_in_memory_fast_path_starts_no_actor_tasks(
+async def test_the_in_memory_fast_path_never_goes_to_the_executor(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with create_session_store(clock=clock) as store:
-        spawned = _count_drains(monkeypatch)
+        taken = _count_batches(monkeypatch)
         await gather(300, lambda i: store.resolve(user_id=f"u{i % 5}", surface_id=f"s{i}"))
         session = await store.resolve(user_id="u0")
         await gather(100, lambda i: store.update_metadata(session.id, {f"k{i}": i}))
-        assert spawned == []
+        assert taken == []
         assert store.statistics().busy_actors == 0
 
 
-async def test_the_slow_path_drains_with_one_task_per_busy_user(
+async def test_the_slow_path_takes_what_queued_meanwhile_as_one_batch(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     adapter = SlowAdapter()
     async with create_session_store(adapter, clock=clock) as store:
-        spawned = _count_drains(monkeypatch)
+        taken = _count_batches(monkeypatch)
         gate = adapter.block("commit")
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
@@ -153,48 +154,48 @@ async def test_the_slow_path_drains_with_one_task_per_busy_user(
                 await gate.wait_for(4)
                 await anyio.wait_all_tasks_blocked()
                 adapter.unblock("commit")
-        # One drain task per user that had requests queued, not one per request.
-        assert sorted(spawned) == ["u0", "u1", "u2", "u3"]
+        # The 50 calls of each user, queued before its executor ran, are one batch.
+        assert sorted(taken) == ["u0", "u1", "u2", "u3"]
+        assert adapter.calls["commit"] == 4
         assert store.statistics().busy_actors == 0
 
 
-def _count_workers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the first actor of every drain worker (task) started from now on."""
-    started: list[str] = []
-    work = ActorRegistry._work
+def _count_workers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record the first job of every storage worker (task) started from now on."""
+    started: list[object] = []
+    work = Pump._work
 
-    async def counting_work(registry: ActorRegistry, actor: UserActor | None) -> None:
-        started.append(actor.user_id if actor is not None else "")
-        await work(registry, actor)
+    async def counting_work(pump: Pump, job: tuple[int, object] | None) -> None:
+        started.append(job)
+        await work(pump, job)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ActorRegistry, "_work", counting_work)
+    monkeypatch.setattr(Pump, "_work", counting_work)
     return started
 
 
-async def test_idle_actors_are_handed_to_waiting_drain_workers_not_new_tasks(
+async def test_jobs_are_handed_to_waiting_workers_not_new_tasks(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     adapter = SlowAdapter()
     async with create_session_store(adapter, clock=clock, sweep_interval=None) as store:
+        await store.resolve(user_id="first")
         started = _count_workers(monkeypatch)
-        drained = _count_drains(monkeypatch)
         for i in range(50):
             await store.resolve(user_id=f"u{i}")
             await anyio.wait_all_tasks_blocked()
-        # One call at a time: every actor was drained, by the one worker started first.
-        assert sorted(drained) == sorted(f"u{i}" for i in range(50))
-        assert started == ["u0"]
+        # One call at a time: every job went to the one worker already waiting.
+        assert started == []
         # Retirement ends the waiting workers: the next call needs a new one.
         store._runtime.registry.retire_idle()
         await anyio.wait_all_tasks_blocked()
         await store.resolve(user_id="after")
-        assert started == ["u0", "after"]
+        assert len(started) == 1
 
 
 async def test_at_most_max_idle_workers_wait_after_a_burst(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_module, "MAX_IDLE_WORKERS", 3)
+    monkeypatch.setattr(pump_module, "MAX_IDLE_WORKERS", 3)
     adapter = SlowAdapter()
     async with create_session_store(adapter, clock=clock, sweep_interval=None) as store:
         started = _count_workers(monkeypatch)
@@ -207,7 +208,8 @@ async def test_at_most_max_idle_workers_wait_after_a_burst(
                 adapter.unblock("commit")
         await anyio.wait_all_tasks_blocked()
         assert len(started) == 8
-        assert len(store._runtime.registry._idle) == 3
+        pump = store._runtime.registry.pump
+        assert len(pump._idle) == 3
         # Three calls at once reuse the three waiting workers.
         await gather(3, lambda i: store.resolve(user_id=f"v{i}"))
         assert len(started) == 8

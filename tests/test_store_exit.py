@@ -11,11 +11,12 @@ from assistant_sessions import StoreClosedError, _router, _store, create_session
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.parametrize("group_commit", [False, True], ids=["single", "grouped"])
 async def test_queued_calls_fail_with_store_closed_after_drain_timeout(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, group_commit: bool
 ) -> None:
     monkeypatch.setattr(_router, "DRAIN_TIMEOUT", 0.05)
-    adapter = SlowAdapter()
+    adapter = SlowAdapter(group_commit=group_commit)
     outcomes: list[object] = []
 
     async def call(store: _store.SessionStore) -> None:

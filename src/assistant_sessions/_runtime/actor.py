@@ -1,15 +1,16 @@
 """UserActor: the single owner of one user's sessions (``docs/architecture.md``, section 3).
 
 A *virtual actor*: it exists while its user is live, holds the user's sessions as loaded from
-storage, and has a task only while work is queued. Exactly one *executor* holds it at a time
+storage, and is driven only while work is queued. Exactly one *executor* holds it at a time
 (``busy``). On inline storage an idle actor's turn runs in the caller's task without an await;
-otherwise a call is a :class:`Request` for the actor's *drain task* (the first one handed over
-directly, later ones through a bounded mailbox: backpressure), which applies what is queued in
-batches, one transaction and one commit each, and ends when nothing is left. A caller cancelled
-while its request is queued leaves it unapplied; once a batch has taken it, the caller gets its
-cancellation at once and the actor completes or rolls back the turn. The one engine,
-:meth:`UserActor.turn`, reloads and re-applies after a version conflict, and rolls back and
-drops the cache after a failed commit.
+otherwise a call is a :class:`Request` (the first one held directly, later ones in a bounded
+mailbox: backpressure) for the store's executor, the pump
+(:mod:`~assistant_sessions._runtime.pump`), which takes what is queued in batches
+(:meth:`UserActor.take_batch`), one transaction and one commit each, until nothing is left. A
+caller cancelled while its request is queued leaves it unapplied; once a batch has taken it,
+the caller gets its cancellation at once and the actor completes or rolls back the turn. The
+one engine, :meth:`UserActor.turn`, reloads and re-applies after a version conflict, and rolls
+back and drops the cache after a failed commit.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ActorContext:
         events: Where committed changes are published.
         mailbox_size: Requests that may queue for one actor before callers wait.
         max_batch: Most queued requests applied and committed together.
-        spawn: Start the actor's drain task (the actor is already marked busy).
+        spawn: Give the actor to the executor (the actor is already marked busy).
         crashed: Report an unexpected failure of the actor (the registry restarts it).
         storage_failed: Report a storage failure met for a user (counted and logged).
     """
@@ -91,7 +92,7 @@ class UserActor:
         #: Callers inside ``send`` on a full mailbox (the mailbox must not be dropped).
         self._sending = 0
         self._receive: MemoryObjectReceiveStream[Request] | None = None
-        #: The request that made an idle actor busy: its drain task takes it first, so that a
+        #: The request that made an idle actor busy: the executor takes it first, so that a
         #: lone call needs no mailbox (one is made when a second call arrives meanwhile).
         self._first: Request | None = None
 
@@ -200,67 +201,38 @@ class UserActor:
             raise
         return request.outcome()
 
-    # -- the executor --------------------------------------------------------------------------
+    # -- for the executor (the pump) ---------------------------------------------------------
 
-    async def drain(self) -> None:
-        """Apply queued requests in batches until the mailbox is empty (the actor's task body)."""
-        first, self._first = self._first, None
-        if first is None and self._receive is None:
-            # Drained and dropped already, by an executor that ran before us.
-            self.busy = False
-            return
+    def take_batch(self) -> list[Request] | None:
+        """The next requests to apply together (at most ``max_batch``, the abandoned left out),
+        for the executor; ``None`` if none is left, and the actor is released."""
         assert self.busy
+        batch: list[Request] = []
+        first, self._first = self._first, None
+        if first is not None and not first.abandoned:
+            batch.append(first)
+        receive = self._receive
         max_batch = self.ctx.max_batch
-        storage = self.ctx.storage
-        try:
-            while True:
-                batch: list[Request] = []
-                if first is not None:
-                    if not first.abandoned:
-                        batch.append(first)
-                    first = None
-                receive = self._receive
-                while receive is not None and len(batch) < max_batch:
-                    try:
-                        request = receive.receive_nowait()
-                    except WouldBlock:
-                        break
-                    if not request.abandoned:
-                        batch.append(request)
-                if not batch:
-                    # Drop the drained mailbox: after a burst its containers keep their peak
-                    # size, and a new one is cheap to make at the next contention. Not while a
-                    # caller is on its way into it (between send's checkpoint and its wait).
-                    if not self._sending:
-                        self.close()
-                    return
-                try:
-                    if storage.inline:
-                        storage.run_now(self.turn(batch))
-                    else:
-                        await storage.run(self.turn(batch))
-                except BaseException:
-                    # Cancelled (the store is closing past its drain timeout) before these
-                    # requests had an outcome: their callers must not wait forever.
-                    for request in batch:
-                        if request.error is None and request.result is None:
-                            request.error = StoreClosedError(
-                                "the store closed before this call was applied"
-                            )
-                    raise
-                finally:
-                    for request in batch:
-                        assert request.done is not None
-                        request.done.set()
-                if not self.queued:
-                    # Done before the callers just woken resume: they find the actor idle.
-                    if not self._sending:
-                        self.close()
-                    return
-                # Let other tasks run between batches, so a busy user cannot starve the rest.
-                await anyio.lowlevel.checkpoint()
-        finally:
-            self.busy = False
+        while receive is not None and len(batch) < max_batch:
+            try:
+                request = receive.receive_nowait()
+            except WouldBlock:
+                break
+            if not request.abandoned:
+                batch.append(request)
+        if not batch:
+            self.release()
+            return None
+        return batch
+
+    def release(self) -> None:
+        """The executor is done and nothing is queued: the actor is idle again."""
+        self.busy = False
+        # Drop the drained mailbox: after a burst its containers keep their peak size, and a
+        # new one is cheap to make at the next contention. Not while a caller is on its way
+        # into it (between send's checkpoint and its wait).
+        if not self._sending:
+            self.close()
 
     def turn(self, batch: list[Request]) -> Turn:
         """Apply ``batch`` as one transaction and one commit; outcomes go into the requests.

@@ -73,9 +73,9 @@ class Runtime:
         return await self.registry.get(user_id).call(op)
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Run actors, detached reads and the supervisor in ``task_group``."""
+        """Run the pump, detached reads and the supervisor in ``task_group``."""
         self.storage.bind(task_group)
-        self.registry.bind(task_group)
+        await self.registry.start(task_group)
         await task_group.start(self.supervisor.run)
 
     def statistics(self, *, in_flight: int) -> StoreStatistics:

@@ -1,14 +1,15 @@
 """The storage port: the one boundary between the runtime and an adapter.
 
-It is the only place that knows whether an adapter is synchronous, and so how a turn's storage
-work runs:
+It is the only place that knows whether an adapter is synchronous (and whether it groups
+commits: :attr:`Storage.grouped`), and so how a turn's storage work runs:
 
 * **Inline** (an adapter that is also a
   :class:`~assistant_sessions.adapters.SynchronousAdapter`, like the in-memory one): a turn runs
   to its end in the caller's task, without an await (:meth:`Storage.run_now`). Reads are plain
   calls. Nothing can stall, so there is nothing for a deadline to wait for.
-* **Detached** (every other adapter): turns run only in actors' own tasks
-  (:meth:`Storage.run`), never in a caller's, and each read runs in a task of the store
+* **Detached** (every other adapter): turns run only in the store's executor
+  (:mod:`~assistant_sessions._runtime.pump`), whose commits go through
+  :meth:`Storage.commit_many`, never in a caller's task; each read runs in a task of the store
   (:meth:`Storage.read`) while its caller waits for the answer. A caller whose scope is
   cancelled or times out therefore gets control back at once, whatever the storage does; the
   work it started completes (or fails) on the store's time, and the actor applies its outcome,
@@ -17,8 +18,9 @@ work runs:
 A turn is a generator (see :meth:`~assistant_sessions._runtime.actor.UserActor.turn`) that
 yields a :class:`StorageCall` each time it needs storage (a user's snapshot, or a commit); the
 port answers it in place, and the turn reads the answer when it resumes: one engine, driven
-here in two ways. (Answering in place rather than with ``send``/``throw`` lets a plain ``for``
-loop drive the turn, which is markedly cheaper on the hot path.)
+here (inline) or by the pump (detached). (Answering in place rather than with
+``send``/``throw`` lets a plain ``for`` loop or ``next`` drive the turn, which is markedly
+cheaper on the hot path.)
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..adapters.base import (
+    GroupCommitAdapter,
     Rejection,
     SessionStoreAdapter,
     SynchronousAdapter,
     UserCommit,
     UserSnapshot,
+    batch_failure,
 )
+from ..errors import AdapterError
 from ..model import Session, SessionQuery, SessionState
 
 __all__ = ["COMMIT", "LOAD", "Storage", "StorageCall", "Turn"]
@@ -80,7 +85,7 @@ Turn: TypeAlias = Generator[StorageCall, None, None]
 class Storage:
     """The runtime's view of one adapter (see the module documentation)."""
 
-    __slots__ = ("_sync", "_task_group", "adapter", "inline")
+    __slots__ = ("_sync", "_task_group", "adapter", "grouped", "inline")
 
     def __init__(self, adapter: SessionStoreAdapter) -> None:
         self.adapter = adapter
@@ -89,6 +94,8 @@ class Storage:
         )
         #: Whether turns run to their end in the caller's task, without awaiting.
         self.inline = self._sync is not None
+        #: Whether the adapter takes many users' commits in one call (:class:`GroupCommitAdapter`).
+        self.grouped = isinstance(adapter, GroupCommitAdapter) and adapter.group_commit is True
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def bind(self, task_group: anyio.abc.TaskGroup) -> None:
@@ -130,26 +137,33 @@ class Storage:
             except Exception as exc:
                 call.error = exc
 
-    async def run(self, turn: Turn) -> None:
-        """Drive ``turn`` to its end, awaiting the adapter (in an actor's task).
+    async def commit_many(self, calls: list[StorageCall]) -> None:
+        """Hand the commits ``calls`` ask for to the adapter in one call; answer each in place.
 
-        Only the store's exit cancels an actor's task (past its drain timeout). A commit in
-        flight then still completes, so that its callers learn its true outcome; a load is
-        abandoned, and the turn is closed.
+        A storage failure (:class:`~assistant_sessions.AdapterError`) is every call's: each gets
+        a copy of it. Any other exception is an adapter's defect, raised before it applied
+        anything (the adapter contract); with several commits, each is then sent again alone,
+        so that only the user whose commit raised gets it.
         """
-        adapter = self.adapter
         try:
-            for call in turn:
-                try:
-                    if call.kind is COMMIT:
-                        with anyio.CancelScope(shield=True):
-                            call.result = (await adapter.commit((call.argument,)))[0]
-                    else:
-                        call.result = await adapter.load_user(call.argument)
-                except Exception as exc:
-                    call.error = exc
-        finally:
-            turn.close()
+            results = await self.adapter.commit([call.argument for call in calls])
+        except AdapterError as exc:
+            _fail(calls, exc)
+            return
+        except Exception as exc:
+            if len(calls) == 1:
+                calls[0].error = exc
+                return
+            for call in calls:
+                await self.commit_many([call])
+            return
+        if len(results) != len(calls):
+            name = type(self.adapter).__name__
+            miscounted = f"{name}.commit returned {len(results)} outcomes for {len(calls)} commits"
+            _fail(calls, AdapterError(miscounted))
+            return
+        for call, result in zip(calls, results, strict=True):
+            call.result = result
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -194,6 +208,15 @@ class Storage:
             result: _T = value
             return result
         raise value
+
+
+def _fail(calls: list[StorageCall], exc: AdapterError) -> None:
+    """Every one of ``calls`` failed with ``exc``: each gets an exception of its own."""
+    if len(calls) == 1:
+        calls[0].error = exc
+    else:
+        for call in calls:
+            call.error = batch_failure(exc)
 
 
 async def _answer(

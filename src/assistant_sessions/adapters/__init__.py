@@ -4,6 +4,7 @@ See :mod:`assistant_sessions.adapters.base` for the contract every adapter fulfi
 """
 
 from .base import (
+    GroupCommitAdapter,
     Rejection,
     SessionStoreAdapter,
     SynchronousAdapter,
@@ -14,6 +15,7 @@ from .memory import InMemorySessionStoreAdapter
 from .sqlite import SqliteSessionStoreAdapter
 
 __all__ = [
+    "GroupCommitAdapter",
     "InMemorySessionStoreAdapter",
     "Rejection",
     "SessionStoreAdapter",

@@ -33,7 +33,6 @@ the SQLite adapter does), which then alone touches them until ``run`` returns.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar, final
@@ -43,6 +42,7 @@ import anyio.lowlevel
 import attrs
 
 from ..errors import AdapterError
+from .base import batch_failure
 
 __all__ = ["Batcher", "Job"]
 
@@ -82,23 +82,6 @@ class Job(Generic[P, R]):
         if self.error is not None:
             raise self.error
         return self.result  # type: ignore[return-value]  # set by succeed
-
-
-def _failure(exc: BaseException) -> AdapterError:
-    """A job's own exception for a run that raised ``exc`` before setting the job's outcome."""
-    if isinstance(exc, AdapterError):
-        # A storage failure of the whole batch: each job gets a copy (of the same class where it
-        # can be copied), keeping the cause.
-        try:
-            error = copy.copy(exc)
-        except Exception:  # an __init__ that the copy cannot call
-            error = AdapterError(str(exc))
-        error.__cause__ = exc.__cause__ or exc
-        error.__traceback__ = None
-    else:
-        error = AdapterError(f"a batch failed: {type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-    return error
 
 
 @final
@@ -174,7 +157,7 @@ class Batcher(Generic[P, R]):
         except BaseException as exc:
             for member in batch:
                 if not member.finished:
-                    member.fail(_failure(exc))
+                    member.fail(batch_failure(exc))
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -21,7 +21,9 @@ Atomic, versioned per-user commit
     adapter may write them in one transaction: that is group commit). Once ``commit`` returns,
     the applied changes are as durable as the adapter promises. If the storage fails, ``commit``
     raises :class:`~assistant_sessions.AdapterError`, and the caller must assume nothing about
-    which users were applied: it reloads them.
+    which users were applied: it reloads them. Any other exception is taken for a defect found
+    before anything was applied (a commit it cannot encode, say): the store sends each commit
+    of that call again alone, so that only the user whose commit raised gets the error.
 
     The version check is what makes lookup-or-create exactly-once across processes: two
     processes that both computed "create" from version *n* cannot both commit.
@@ -51,6 +53,10 @@ for that session only.
 
 An in-process adapter may also implement :class:`SynchronousAdapter`: the store then runs a
 turn completely inside the caller's task, without an await, which is the in-memory fast path.
+An adapter that writes many users' commits together (one transaction, one round trip) says so
+with :class:`GroupCommitAdapter`: the store then hands it the commits of all the users waiting
+at once, in one call. Otherwise it calls ``commit`` once per user commit, concurrently, so
+that storage stalling on one user's commit holds no other user.
 """
 
 from __future__ import annotations
@@ -62,14 +68,17 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from ..errors import AdapterError
 from ..model import Session, SessionQuery, SessionState
 
 __all__ = [
+    "GroupCommitAdapter",
     "Rejection",
     "SessionStoreAdapter",
     "SynchronousAdapter",
     "UserCommit",
     "UserSnapshot",
+    "batch_failure",
     "state_clock",
 ]
 
@@ -114,6 +123,30 @@ def state_clock(session: Session) -> datetime:
     if session.state is SessionState.CREATED or session.state is SessionState.ACTIVE:
         return session.last_activity_at
     return session.state_changed_at
+
+
+def batch_failure(exc: BaseException) -> AdapterError:
+    """One caller's own exception for a batch of storage work that raised ``exc`` as a whole.
+
+    An :class:`~assistant_sessions.AdapterError` is copied (same class and attributes, its
+    cause kept), so that each caller's traceback is its own; any other exception becomes an
+    ``AdapterError`` caused by it.
+    """
+    if isinstance(exc, AdapterError):
+        # A storage failure of the whole batch: each job gets a copy of the same class and
+        # attributes, keeping the cause. Not copy.copy: it calls __init__ with ``args``, which
+        # a subclass's own signature may refuse.
+        try:
+            error = type(exc).__new__(type(exc), *exc.args)
+            error.__dict__.update(exc.__dict__)
+        except Exception:  # a class that cannot be made this way
+            error = AdapterError(str(exc))
+        error.__cause__ = exc.__cause__ or exc
+        error.__traceback__ = None
+    else:
+        error = AdapterError(f"a batch failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+    return error
 
 
 @runtime_checkable
@@ -176,3 +209,17 @@ class SynchronousAdapter(Protocol):
 
     def get_nowait(self, session_id: str) -> Session | None:
         """Like :meth:`SessionStoreAdapter.get`."""
+
+
+@runtime_checkable
+class GroupCommitAdapter(Protocol):
+    """Optional: an adapter that writes the commits of one :meth:`~SessionStoreAdapter.commit`
+    call together (group commit), so that a store hands it every waiting user's commit at once.
+
+    Its users then share their commit's fate: a failure of the call is every one's, and a call
+    that stalls holds them all.
+    """
+
+    @property
+    def group_commit(self) -> bool:
+        """Whether commits are grouped now (``False``: the store sends one per call)."""

@@ -162,6 +162,12 @@ class PostgresSessionStoreAdapter:
         )
 
     @property
+    def group_commit(self) -> bool:
+        """Whether pending commits share one transaction (see
+        :class:`~assistant_sessions.adapters.GroupCommitAdapter`)."""
+        return self._group_commit
+
+    @property
     def schema(self) -> str:
         """The schema that holds the tables."""
         return self._schema

@@ -170,6 +170,12 @@ class SqliteSessionStoreAdapter:
         )
 
     @property
+    def group_commit(self) -> bool:
+        """Whether pending commits share one transaction (see
+        :class:`~assistant_sessions.adapters.GroupCommitAdapter`)."""
+        return self._group_commit
+
+    @property
     def path(self) -> str:
         """The database file."""
         return self._path
