@@ -4,7 +4,7 @@ end to end, cross-store freshness, the claim protocol, and connection loss."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from operator import methodcaller
@@ -31,6 +31,7 @@ from assistant_sessions import (
 from assistant_sessions.adapters import Rejection, UserCommit, UserSnapshot
 from assistant_sessions.adapters._encoding import session_to_dict
 from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
+from assistant_sessions.adapters.redis._entries import Entry
 from assistant_sessions.model import recency_key
 from assistant_sessions.testing import AdapterContract, FakeClock
 
@@ -878,3 +879,33 @@ async def test_ids_with_nul_are_refused(adapter: RedisSessionStoreAdapter) -> No
     with pytest.raises(InvalidInputError, match="NUL"):
         await adapter.load_user("u\x00")
     assert (await adapter.load_user("u")).version == 0
+
+
+async def test_the_reload_after_a_version_conflict_reads_no_more_from_redis(
+    redis_server: RedisServer, key_prefix: str, clock: FakeClock
+) -> None:
+    """The commit script reads the user when it refuses a version; the actor's reload that
+    follows at once takes that read instead of another round trip (see ``_conflicts``)."""
+
+    def open_store() -> tuple[RedisSessionStoreAdapter, Any]:
+        adapter = RedisSessionStoreAdapter(redis_server.url, key_prefix=key_prefix)
+        return adapter, create_session_store(adapter, clock=clock)
+
+    adapter_a, store_a = open_store()
+    _, store_b = open_store()
+    async with store_a as a, store_b as b:
+        session = await a.create(user_id="u", id="s")  # a's actor has the user cached
+        await b.update_metadata("s", {"b": 1})  # behind a's back: a's version is stale
+        loads: list[bytes] = []
+        send = adapter_a._send
+
+        async def counting_send(entries: Sequence[Entry]) -> list[Any]:
+            loads.extend(entry for _, entry in entries if entry.startswith(b"L\0"))
+            return await send(entries)
+
+        adapter_a._send = counting_send  # type: ignore[method-assign]
+        touched = await a.update_metadata(session.id, {"a": 1})
+        # a's commit was refused, its turn reloaded the user and applied again, on b's change.
+        assert dict(touched.metadata) == {"a": 1, "b": 1}
+        assert await b.get("s") == touched
+        assert loads == []

@@ -8,8 +8,10 @@ depends on whether the adapter groups commits (:attr:`Storage.grouped`):
 * **Grouped** (the SQLite, Redis and PostgreSQL adapters): the *pump*, one task, takes a batch
   of every scheduled actor and drives each turn until it asks for storage. A commit waits for
   the next *round*, which hands the commits of every turn then waiting to the adapter in one
-  call; a load runs at once (concurrent loads still share the adapter's round trips). When an
-  answer comes, the turn goes on where it stopped. A call thus costs its caller one wake-up,
+  call; a load runs at once (concurrent loads still share the adapter's round trips), except a
+  reload after a version conflict, which runs at once in the worker that committed (an adapter
+  may answer it from what the conflict read). When an answer comes, the turn goes on where it
+  stopped. A call thus costs its caller one wake-up,
   and a round's turns share one adapter call and one shielded scope.
 * **Not grouped** (an adapter that writes each commit on its own): a worker takes the actor and
   runs its turn's storage calls itself, one commit per adapter call, so that storage stalling on
@@ -176,14 +178,17 @@ class Pump:
             return None
         return call
 
-    def _advance(self, running: _Running) -> None:
-        """Step a turn of grouped storage: its commit waits for a round, its load is a job."""
+    def _advance(self, running: _Running, loads: list[_Running] | None = None) -> None:
+        """Step a turn of grouped storage: its commit waits for a round, its load is a job
+        (or goes into ``loads``, if given)."""
         call = self._step(running)
         if call is None:
             return
         if call.kind is COMMIT:
             self._commits.append(running)
             self._kick()
+        elif loads is not None:
+            loads.append(running)
         else:
             self._dispatch((LOAD, [running]))
 
@@ -234,8 +239,10 @@ class Pump:
                 await self._drive(subject)
             elif kind is COMMIT:
                 await self._commit(subject)
+                reloads: list[_Running] = []
                 for running in subject:
-                    self._advance(running)
+                    self._advance(running, reloads)
+                await self._reload(reloads)
             else:
                 await self._load(subject[0])
                 self._advance(subject[0])
@@ -288,6 +295,19 @@ class Pump:
         except BaseException:
             self._abort(running)
             raise
+
+    async def _reload(self, turns: list[_Running]) -> None:
+        """Load again the users whose commit a round just found out of date, in this task, at
+        once: an adapter may answer such a reload from what the conflict read, without a round
+        trip, when it comes from the task that committed (the Redis adapter does)."""
+        for index, running in enumerate(turns):
+            try:
+                await self._load(running)
+            except BaseException:
+                for rest in turns[index + 1 :]:
+                    self._abort(rest)
+                raise
+            self._advance(running)
 
     async def _commit(self, turns: list[_Running]) -> None:
         """Commit the commits ``turns`` wait for, in one adapter call; the answers in place."""
