@@ -4,6 +4,7 @@ go to the adapter in one call, and a round's failure reaches only whom it must."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import pytest
@@ -13,9 +14,13 @@ from assistant_sessions import (
     ActorFailedError,
     AdapterError,
     Session,
+    SessionStore,
     create_session_store,
 )
 from assistant_sessions.adapters import GroupCommitAdapter, Rejection, UserCommit
+from assistant_sessions.adapters.postgres import PostgresSessionStoreAdapter
+from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
+from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
 from assistant_sessions.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -56,7 +61,7 @@ class MiscountingAdapter(SlowAdapter):
 
 
 async def _resolve_all_while_commits_wait(
-    store: object, adapter: SlowAdapter, users: list[str]
+    store: SessionStore, adapter: SlowAdapter, users: list[str]
 ) -> list[Session | BaseException]:
     """Resolve once for each of ``users`` at the same time, with commits held until every one
     of them is loaded; each outcome, in order."""
@@ -65,7 +70,7 @@ async def _resolve_all_while_commits_wait(
 
     async def resolve(i: int) -> None:
         try:
-            outcomes[i] = await store.resolve(user_id=users[i])  # type: ignore[attr-defined]
+            outcomes[i] = await store.resolve(user_id=users[i])
         except Exception as exc:
             outcomes[i] = exc
 
@@ -79,14 +84,7 @@ async def _resolve_all_while_commits_wait(
     return outcomes
 
 
-def test_the_built_in_adapters_group_commits_and_say_so(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from assistant_sessions.adapters.postgres import PostgresSessionStoreAdapter
-    from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
-    from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
-
-    assert isinstance(tmp_path, Path)
+def test_the_built_in_adapters_group_commits_and_say_so(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     for adapter, grouped in (
         (SqliteSessionStoreAdapter(path), True),

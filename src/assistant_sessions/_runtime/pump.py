@@ -54,9 +54,6 @@ MAX_ROUND: Final = 1024
 #: Most workers waiting for a job at a time.
 MAX_IDLE_WORKERS: Final = 256
 
-#: A worker's job: drive one actor's next batch itself (storage that does not group commits).
-_DRIVE: Final = 2
-
 
 @final
 class _Running:
@@ -71,8 +68,9 @@ class _Running:
         self.call: StorageCall | None = None
 
 
-#: A job: ``(LOAD, [turn])``, ``(COMMIT, turns)`` or ``(_DRIVE, actor)``.
-_Job = tuple[int, "list[_Running] | UserActor"]
+#: A job: ``(LOAD, [turn])``, ``(COMMIT, turns)``, or an actor whose next batch the worker
+#: applies itself (storage that does not group commits).
+_Job = tuple[int, "list[_Running]"] | UserActor
 
 
 @final
@@ -118,7 +116,7 @@ class Pump:
             self._ready.append(actor)
             self._kick()
         else:
-            self._dispatch((_DRIVE, actor))
+            self._dispatch(actor)
 
     def _kick(self) -> None:
         wake = self._wake
@@ -234,18 +232,18 @@ class Pump:
     async def _work(self, job: _Job | None) -> None:
         """Run jobs, one after another, until none comes (see the module documentation)."""
         while job is not None:
-            kind, subject = job
-            if isinstance(subject, UserActor):
-                await self._drive(subject)
-            elif kind is COMMIT:
-                await self._commit(subject)
+            if isinstance(job, UserActor):
+                await self._drive(job)
+            elif job[0] is COMMIT:
+                turns = job[1]
+                await self._commit(turns)
                 reloads: list[_Running] = []
-                for running in subject:
+                for running in turns:
                     self._advance(running, reloads)
                 await self._reload(reloads)
             else:
-                await self._load(subject[0])
-                self._advance(subject[0])
+                await self._load(job[1][0])
+                self._advance(job[1][0])
             if len(self._idle) >= MAX_IDLE_WORKERS or self._closed:
                 return
             idle = _Idle()
@@ -257,7 +255,7 @@ class Pump:
                 # aborted (an actor to drive has its queued calls failed by the exit).
                 if idle.job is None:
                     self._idle.remove(idle)
-                elif not isinstance(idle.job[1], UserActor):
+                elif not isinstance(idle.job, UserActor):
                     for running in idle.job[1]:
                         self._abort(running)
                 raise
