@@ -26,7 +26,13 @@ import anyio.lowlevel
 import pytest
 
 from assistant_sessions import InMemorySessionStoreAdapter, SessionQuery, SessionState
-from assistant_sessions.adapters import Rejection, SessionStoreAdapter, UserCommit, UserSnapshot
+from assistant_sessions.adapters import (
+    GroupLoadAdapter,
+    Rejection,
+    SessionStoreAdapter,
+    UserCommit,
+    UserSnapshot,
+)
 from assistant_sessions.adapters.postgres import PostgresSessionStoreAdapter
 from assistant_sessions.adapters.redis import RedisSessionStoreAdapter
 from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
@@ -242,6 +248,24 @@ class FailingAdapter(Passthrough):
             raise fault
         return snapshot
 
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        """Each user's load (used only when grouped), with a fault drawn for each user as
+        :meth:`load_user` draws it: an error is that user's entry alone, a crash raises from the
+        whole call (a defect: the store loads each user again alone)."""
+        snapshots: list[UserSnapshot | AdapterError] = []
+        crash: Fault | None = None
+        for user_id in user_ids:
+            fault = self._draw([user_id], self._load_rate, ["load"])
+            snapshot = await self.inner.load_user(user_id)
+            if isinstance(fault, InjectedAdapterError):
+                snapshots.append(fault)
+            else:
+                crash = crash or fault
+                snapshots.append(snapshot)
+        if crash is not None:
+            raise crash
+        return snapshots
+
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         fault = self._draw([c.user_id for c in commits], self._commit_rate, [BEFORE, AFTER])
         if fault is not None and fault.where == BEFORE:  # type: ignore[attr-defined]
@@ -287,18 +311,20 @@ class LaggingAdapter:
     """Passes every call through after a seeded random number (up to ``delay``) of checkpoints,
     without any wall-clock sleep, so other tasks run (and queue, and cancel) meanwhile.
 
-    It groups commits as its inner adapter does (:attr:`group_commit`), so the store drives it
-    as it would drive the inner adapter.
+    It groups commits and loads as its inner adapter does (:attr:`group_commit`,
+    :meth:`load_users`), so the store drives it as it would drive the inner adapter.
 
     Attributes:
         commits: How many commit calls reached the inner adapter.
         max_commit_batch: The most user commits seen in one call.
+        max_load_batch: The most users seen in one ``load_users`` call.
     """
 
     def __init__(self, inner: SessionStoreAdapter, *, seed: int, delay: int = 4) -> None:
         self.inner = inner
         self.commits = 0
         self.max_commit_batch = 0
+        self.max_load_batch = 0
         self._random = random.Random(seed)
         self._delay = delay
 
@@ -320,6 +346,13 @@ class LaggingAdapter:
     async def load_user(self, user_id: str) -> UserSnapshot:
         await self._lag()
         return await self.inner.load_user(user_id)
+
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        await self._lag()
+        self.max_load_batch = max(self.max_load_batch, len(user_ids))
+        if isinstance(self.inner, GroupLoadAdapter):
+            return await self.inner.load_users(user_ids)
+        return [await self.inner.load_user(user_id) for user_id in user_ids]
 
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         await self._lag()

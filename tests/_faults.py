@@ -15,12 +15,18 @@ import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 
-from assistant_sessions import InMemorySessionStoreAdapter, Session, SessionQuery, SessionState
+from assistant_sessions import (
+    AdapterError,
+    InMemorySessionStoreAdapter,
+    Session,
+    SessionQuery,
+    SessionState,
+)
 from assistant_sessions.adapters import Rejection, UserCommit, UserSnapshot
 
 T = TypeVar("T")
@@ -230,6 +236,26 @@ class SlowAdapter:
             await anyio.lowlevel.checkpoint()
         self._fault("due", after=False)
         return found
+
+
+class GroupLoadSlowAdapter(SlowAdapter):
+    """A :class:`SlowAdapter` that also reads many users in one call (a
+    :class:`~assistant_sessions.adapters.GroupLoadAdapter`); such a call is one ``load``
+    operation for gates, failures and :attr:`calls`."""
+
+    def __init__(self, inner: InMemorySessionStoreAdapter | None = None, **options: Any) -> None:
+        super().__init__(inner, **options)
+        #: The most users read in one call.
+        self.max_load_batch = 0
+
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        self._track(user_ids, 1)
+        try:
+            await self._enter("load", user_ids)
+            self.max_load_batch = max(self.max_load_batch, len(user_ids))
+            return [self.inner.load_user_nowait(user_id) for user_id in user_ids]
+        finally:
+            self._track(user_ids, -1)
 
 
 class FastFaultyAdapter(SlowAdapter):

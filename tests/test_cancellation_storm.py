@@ -219,9 +219,10 @@ async def test_cancellation_storm_keeps_every_invariant(
         ledger = storm.ledger
 
         # The storm was real: thousands of calls, many interrupted, many not; where the
-        # adapter groups commits, the store handed it many users' at once.
+        # adapter groups commits, the store handed it many users' at once, and their loads.
         assert ledger.calls >= WORKERS * CALLS_PER_WORKER
         assert (slow.max_commit_batch > 1) is slow.group_commit
+        assert (slow.max_load_batch > 1) is slow.group_commit
         assert ledger.interrupted > ledger.calls // 10
         assert ledger.returned > ledger.calls // 10
         assert ledger.acknowledged

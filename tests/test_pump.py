@@ -175,7 +175,7 @@ async def test_a_commit_with_a_wrong_number_of_outcomes_is_a_storage_failure(
 ) -> None:
     adapter = MiscountingAdapter()
     async with create_session_store(adapter, clock=clock) as store:
-        with pytest.raises(AdapterError, match="returned 0 outcomes for 1 commits"):
+        with pytest.raises(AdapterError, match="returned 0 outcomes for 1 calls"):
             await store.resolve(user_id="u")
         # Its outcome was unknown: the actor reloads, and finds what was applied.
         adapter.__class__ = SlowAdapter

@@ -812,6 +812,24 @@ async def test_a_broken_user_does_not_fail_other_users_creates_in_the_store(
             assert await store.find(user_id=user) == [session]
 
 
+async def test_a_broken_user_fails_alone_among_the_users_of_one_load(
+    adapter: RedisSessionStoreAdapter,
+) -> None:
+    assert await adapter.commit([UserCommit("a", 0, (make("s-a", "a"),))]) == [None]
+    broken = adapter._keys.version_key(b"broken")
+    await adapter._redis.call(lambda client: client.lpush(broken, [b"x"]))
+    first, failed, empty = await adapter.load_users(["a", "broken", "b"])
+    assert isinstance(first, UserSnapshot)
+    assert [s.id for s in first.sessions] == ["s-a"]
+    assert isinstance(failed, AdapterError)
+    assert "could not load a user from" in str(failed)
+    assert failed.__cause__ is not None
+    assert isinstance(empty, UserSnapshot)
+    assert empty.version == 0
+    with pytest.raises(AdapterError, match="could not load a user from"):
+        await adapter.load_user("broken")
+
+
 async def test_a_failed_read_says_what_failed(adapter: RedisSessionStoreAdapter) -> None:
     claims_key = adapter._keys.claims_keys(b"s1")[0]
     await adapter._redis.call(lambda client: client.lpush(claims_key, [b"x"]))

@@ -15,7 +15,7 @@ from types import MappingProxyType
 import pytest
 
 from ._validate import check_aware, check_duration
-from .adapters.base import Rejection, SessionStoreAdapter, UserCommit
+from .adapters.base import GroupLoadAdapter, Rejection, SessionStoreAdapter, UserCommit
 from .model import Session, SessionQuery, SessionState
 
 __all__ = ["AdapterContract", "FakeClock"]
@@ -92,6 +92,25 @@ class AdapterContract:
     ) -> None:
         snapshot = await opened.load_user("nobody")
         assert (snapshot.user_id, snapshot.version, snapshot.sessions) == ("nobody", 0, ())
+
+    @pytest.mark.anyio
+    async def test_load_users_reads_each_user_as_load_user_does(
+        self, opened: SessionStoreAdapter
+    ) -> None:
+        if not isinstance(opened, GroupLoadAdapter):
+            pytest.skip(f"{type(opened).__name__} is not a GroupLoadAdapter")
+        sessions = [_session(f"s{i}", f"u{i}", _EPOCH, surfaces=("web",)) for i in range(3)]
+        await self._commit(opened, *(UserCommit(s.user_id, 0, (s,)) for s in sessions))
+        await self._commit(opened, UserCommit("u1", 1, (_session("t1", "u1", _EPOCH),)))
+        users = ["u2", "nobody", "u0", "u1"]
+        loaded = await opened.load_users(users)
+        assert loaded == [await opened.load_user(user) for user in users]
+        assert [(s.user_id, s.version, len(s.sessions)) for s in loaded] == [  # type: ignore[union-attr]
+            ("u2", 1, 1),
+            ("nobody", 0, 0),
+            ("u0", 1, 1),
+            ("u1", 2, 2),
+        ]
 
     @pytest.mark.anyio
     async def test_commit_round_trips_and_bumps_version(self, opened: SessionStoreAdapter) -> None:

@@ -8,11 +8,13 @@ depends on whether the adapter groups commits (:attr:`Storage.grouped`):
 * **Grouped** (the SQLite, Redis and PostgreSQL adapters): the *pump*, one task, takes a batch
   of every scheduled actor and drives each turn until it asks for storage. A commit waits for
   the next *round*, which hands the commits of every turn then waiting to the adapter in one
-  call; a load runs at once (concurrent loads still share the adapter's round trips), except a
-  reload after a version conflict, which runs at once in the worker that committed (an adapter
-  may answer it from what the conflict read). When an answer comes, the turn goes on where it
-  stopped. A call thus costs its caller one wake-up,
-  and a round's turns share one adapter call and one shielded scope.
+  call. Loads go the same way: where the adapter also reads many users in one call
+  (:class:`~assistant_sessions.adapters.GroupLoadAdapter`), the loads of every turn waiting
+  when the pump has stepped the scheduled actors go in one ``load_users`` call; otherwise each
+  load is a job of its own (concurrent loads still share the adapter's round trips). A reload
+  after a version conflict runs at once in the worker that committed (an adapter may answer it
+  from what the conflict read). When an answer comes, the turn goes on where it stopped. A call
+  thus costs its caller one wake-up, and a round's turns share one adapter call.
 * **Not grouped** (an adapter that writes each commit on its own): a worker takes the actor and
   runs its turn's storage calls itself, one commit per adapter call, so that storage stalling on
   one user's commit holds no other user.
@@ -48,7 +50,7 @@ from .storage import COMMIT, LOAD, Storage, StorageCall, Turn
 
 __all__ = ["MAX_IDLE_WORKERS", "MAX_ROUND", "Pump"]
 
-#: Most commits handed to the adapter in one round; the rest go in the next one.
+#: Most commits (or loads) handed to the adapter in one round; the rest go in the next one.
 MAX_ROUND: Final = 1024
 
 #: Most workers waiting for a job at a time.
@@ -68,7 +70,7 @@ class _Running:
         self.call: StorageCall | None = None
 
 
-#: A job: ``(LOAD, [turn])``, ``(COMMIT, turns)``, or an actor whose next batch the worker
+#: A job: ``(LOAD, turns)``, ``(COMMIT, turns)``, or an actor whose next batch the worker
 #: applies itself (storage that does not group commits).
 _Job = tuple[int, "list[_Running]"] | UserActor
 
@@ -94,6 +96,8 @@ class Pump:
         self._ready: list[UserActor] = []
         #: Turns waiting for the next round's commit.
         self._commits: list[_Running] = []
+        #: Turns waiting for the next round's load (storage that groups loads).
+        self._loads: list[_Running] = []
         #: Set to wake the pump while it waits for work.
         self._wake: anyio.Event | None = None
         #: Workers waiting for a job.
@@ -129,7 +133,7 @@ class Pump:
         task_status.started()
         try:
             while True:
-                if not self._ready and not self._commits:
+                if not self._ready and not self._commits and not self._loads:
                     wake = self._wake = anyio.Event()
                     await wake.wait()
                 ready, self._ready = self._ready, []
@@ -137,17 +141,23 @@ class Pump:
                     batch = actor.take_batch()
                     if batch is not None:
                         self._advance(_Running(actor, batch, actor.turn(batch)))
-                waiting = self._commits
-                if waiting:
-                    self._commits = waiting[MAX_ROUND:]
-                    self._dispatch((COMMIT, waiting[:MAX_ROUND]))
+                if self._loads:
+                    self._loads = self._round(LOAD, self._loads)
+                if self._commits:
+                    self._commits = self._round(COMMIT, self._commits)
                 # Let the callers and workers just woken run before the next batches are taken.
                 await anyio.lowlevel.checkpoint()
         finally:
             self._closed = True
-            waiting, self._commits = self._commits, []
+            waiting = [*self._loads, *self._commits]
+            self._loads, self._commits = [], []
             for running in waiting:
                 self._abort(running)
+
+    def _round(self, kind: int, waiting: list[_Running]) -> list[_Running]:
+        """Hand the first :data:`MAX_ROUND` of ``waiting`` to a worker as one job; the rest."""
+        self._dispatch((kind, waiting[:MAX_ROUND]))
+        return waiting[MAX_ROUND:]
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -177,8 +187,8 @@ class Pump:
         return call
 
     def _advance(self, running: _Running, loads: list[_Running] | None = None) -> None:
-        """Step a turn of grouped storage: its commit waits for a round, its load is a job
-        (or goes into ``loads``, if given)."""
+        """Step a turn of grouped storage: its commit waits for a round, and so does its load
+        where loads are grouped, else it is a job (into ``loads`` instead, if given)."""
         call = self._step(running)
         if call is None:
             return
@@ -187,6 +197,9 @@ class Pump:
             self._kick()
         elif loads is not None:
             loads.append(running)
+        elif self._storage.group_loads:
+            self._loads.append(running)
+            self._kick()
         else:
             self._dispatch((LOAD, [running]))
 
@@ -242,8 +255,9 @@ class Pump:
                     self._advance(running, reloads)
                 await self._reload(reloads)
             else:
-                await self._load(job[1][0])
-                self._advance(job[1][0])
+                await self._load(job[1])
+                for running in job[1]:
+                    self._advance(running)
             if len(self._idle) >= MAX_IDLE_WORKERS or self._closed:
                 return
             idle = _Idle()
@@ -280,27 +294,34 @@ class Pump:
                 with anyio.CancelScope(shield=True):  # as in _commit
                     await storage.commit_many([call])
             else:
-                await self._load(running)
+                await self._load([running])
             call = self._step(running)
 
-    async def _load(self, running: _Running) -> None:
-        call = running.call
-        assert call is not None
+    async def _load(self, turns: list[_Running]) -> None:
+        """Load the snapshots ``turns`` ask for (in one adapter call where loads are grouped);
+        the answers in place."""
+        calls = [running.call for running in turns if running.call is not None]
         try:
-            call.result = await self._storage.adapter.load_user(call.argument)
-        except Exception as exc:
-            call.error = exc
+            await self._storage.load_many(calls)
         except BaseException:
-            self._abort(running)
+            for running in turns:
+                self._abort(running)
             raise
 
     async def _reload(self, turns: list[_Running]) -> None:
         """Load again the users whose commit a round just found out of date, in this task, at
         once: an adapter may answer such a reload from what the conflict read, without a round
         trip, when it comes from the task that committed (the Redis adapter does)."""
+        if not turns:
+            return
+        if self._storage.group_loads:
+            await self._load(turns)
+            for running in turns:
+                self._advance(running)
+            return
         for index, running in enumerate(turns):
             try:
-                await self._load(running)
+                await self._load([running])
             except BaseException:
                 for rest in turns[index + 1 :]:
                     self._abort(rest)

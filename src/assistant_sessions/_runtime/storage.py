@@ -38,6 +38,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..adapters.base import (
     GroupCommitAdapter,
+    GroupLoadAdapter,
     Rejection,
     SessionStoreAdapter,
     SynchronousAdapter,
@@ -85,7 +86,7 @@ Turn: TypeAlias = Generator[StorageCall, None, None]
 class Storage:
     """The runtime's view of one adapter (see the module documentation)."""
 
-    __slots__ = ("_sync", "_task_group", "adapter", "grouped", "inline")
+    __slots__ = ("_sync", "_task_group", "adapter", "group_loads", "grouped", "inline")
 
     def __init__(self, adapter: SessionStoreAdapter) -> None:
         self.adapter = adapter
@@ -96,6 +97,8 @@ class Storage:
         self.inline = self._sync is not None
         #: Whether the adapter takes many users' commits in one call (:class:`GroupCommitAdapter`).
         self.grouped = isinstance(adapter, GroupCommitAdapter) and adapter.group_commit is True
+        #: Whether it also takes many users' loads in one call (:class:`GroupLoadAdapter`).
+        self.group_loads = self.grouped and isinstance(adapter, GroupLoadAdapter)
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def bind(self, task_group: anyio.abc.TaskGroup) -> None:
@@ -159,11 +162,43 @@ class Storage:
             return
         if len(results) != len(calls):
             name = type(self.adapter).__name__
-            miscounted = f"{name}.commit returned {len(results)} outcomes for {len(calls)} commits"
-            _fail(calls, AdapterError(miscounted))
+            _fail(calls, AdapterError(_miscounted(name, "commit", results, calls)))
             return
         for call, result in zip(calls, results, strict=True):
             call.result = result
+
+    async def load_many(self, calls: list[StorageCall]) -> None:
+        """Read the snapshots ``calls`` ask for; answer each in place.
+
+        With several calls and an adapter that groups loads, in one ``load_users`` call, whose
+        failures reach the calls as :meth:`commit_many`'s do; else one ``load_user`` each.
+        """
+        adapter = self.adapter
+        if len(calls) > 1 and self.group_loads:
+            assert isinstance(adapter, GroupLoadAdapter)
+            try:
+                results = await adapter.load_users([call.argument for call in calls])
+            except AdapterError as exc:
+                _fail(calls, exc)
+                return
+            except Exception:
+                pass  # a defect: each user is loaded again alone, below
+            else:
+                if len(results) == len(calls):
+                    for call, result in zip(calls, results, strict=True):
+                        if isinstance(result, AdapterError):
+                            call.error = result
+                        else:
+                            call.result = result
+                    return
+                name = type(adapter).__name__
+                _fail(calls, AdapterError(_miscounted(name, "load_users", results, calls)))
+                return
+        for call in calls:
+            try:
+                call.result = await adapter.load_user(call.argument)
+            except Exception as exc:
+                call.error = exc
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -208,6 +243,10 @@ class Storage:
             result: _T = value
             return result
         raise value
+
+
+def _miscounted(adapter: str, method: str, results: list[Any], calls: list[StorageCall]) -> str:
+    return f"{adapter}.{method} returned {len(results)} outcomes for {len(calls)} calls"
 
 
 def _fail(calls: list[StorageCall], exc: AdapterError) -> None:

@@ -5,6 +5,7 @@ See :mod:`assistant_sessions.adapters.base` for the contract every adapter fulfi
 
 from .base import (
     GroupCommitAdapter,
+    GroupLoadAdapter,
     Rejection,
     SessionStoreAdapter,
     SynchronousAdapter,
@@ -16,6 +17,7 @@ from .sqlite import SqliteSessionStoreAdapter
 
 __all__ = [
     "GroupCommitAdapter",
+    "GroupLoadAdapter",
     "InMemorySessionStoreAdapter",
     "Rejection",
     "SessionStoreAdapter",

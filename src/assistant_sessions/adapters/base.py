@@ -56,7 +56,9 @@ turn completely inside the caller's task, without an await, which is the in-memo
 An adapter that writes many users' commits together (one transaction, one round trip) says so
 with :class:`GroupCommitAdapter`: the store then hands it the commits of all the users waiting
 at once, in one call. Otherwise it calls ``commit`` once per user commit, concurrently, so
-that storage stalling on one user's commit holds no other user.
+that storage stalling on one user's commit holds no other user. Such an adapter that also reads
+many users in one call (:class:`GroupLoadAdapter`) is handed the loads of all the users waiting
+at once, in one ``load_users`` call, the same way.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ from ..model import Session, SessionQuery, SessionState
 
 __all__ = [
     "GroupCommitAdapter",
+    "GroupLoadAdapter",
     "Rejection",
     "SessionStoreAdapter",
     "SynchronousAdapter",
@@ -223,3 +226,24 @@ class GroupCommitAdapter(Protocol):
     @property
     def group_commit(self) -> bool:
         """Whether commits are grouped now (``False``: the store sends one per call)."""
+
+
+@runtime_checkable
+class GroupLoadAdapter(Protocol):
+    """Optional, beside :class:`GroupCommitAdapter`: an adapter that reads many users'
+    snapshots in one call (one statement, one round trip), so that a store that groups commits
+    hands it the loads of every waiting user at once.
+    """
+
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        """Like :meth:`SessionStoreAdapter.load_user` for each of ``user_ids`` (distinct).
+
+        Returns:
+            One entry per user, in order: the snapshot, or the :class:`~assistant_sessions.
+            AdapterError` that user's load alone failed with (a session that cannot be decoded,
+            where the adapter fails a load for it).
+
+        Raises:
+            AdapterError: The storage failed: every load failed. Any other exception is taken
+                for a defect, as with ``commit``: the store loads each user again alone.
+        """

@@ -9,6 +9,7 @@ from typing import final
 
 import anyio.lowlevel
 
+from ...errors import AdapterError
 from ...model import Session, SessionQuery, SessionState, recency_key
 from ..base import Rejection, UserCommit, UserSnapshot
 from ._due_index import DueIndex
@@ -74,6 +75,12 @@ class InMemorySessionStoreAdapter:
         """Return every session of ``user_id`` and the user's version."""
         await anyio.lowlevel.checkpoint()
         return self.load_user_nowait(user_id)
+
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        """:meth:`load_user` of each of ``user_ids`` (:class:`~assistant_sessions.adapters.
+        GroupLoadAdapter`; the store reads this adapter inline, without it)."""
+        await anyio.lowlevel.checkpoint()
+        return [self.load_user_nowait(user_id) for user_id in user_ids]
 
     def commit_nowait(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         """Apply each user's commit if its version matches (see the adapter contract)."""

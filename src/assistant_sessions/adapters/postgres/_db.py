@@ -236,11 +236,17 @@ class Database:
         """
         queries = self.queries
         loads = [(job, user) for job in jobs if (user := job.payload.user_id) is not None]
+        many = [(job, users) for job in jobs if (users := job.payload.user_ids) is not None]
         gets = [(job, id_) for job in jobs if (id_ := job.payload.session_id) is not None]
-        if loads:
-            snapshots = queries.load_users(connection, list({u: 0 for _, u in loads}))
+        if loads or many:
+            distinct = dict.fromkeys(user for _, user in loads)
+            for _, some in many:
+                distinct.update(dict.fromkeys(some))
+            snapshots = queries.load_users(connection, list(distinct))
             for job, user_id in loads:
                 job.succeed(snapshots[user_id])
+            for job, some in many:
+                job.succeed([snapshots[user_id] for user_id in some])
         if gets:
             rows = queries.get_rows(connection, list({i: 0 for _, i in gets}))
             for job, session_id in gets:

@@ -34,10 +34,11 @@ Query = Callable[[psycopg.Connection[Any]], Any]
 @final
 @attrs.frozen(slots=True)
 class Read:
-    """One read job: a user's load (``user_id``), a session by id (``session_id``), or a
-    ``query`` of its own; exactly one is set."""
+    """One read job: a user's load (``user_id``), the loads of many (``user_ids``), a session by
+    id (``session_id``), or a ``query`` of its own; exactly one is set."""
 
     user_id: str | None = None
+    user_ids: Sequence[str] | None = None
     session_id: str | None = None
     query: Query | None = None
 

@@ -256,6 +256,24 @@ class PostgresSessionStoreAdapter:
         result: UserSnapshot = await database.reads.submit(Read(user_id=user_id))
         return result
 
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        """:meth:`load_user` of each of ``user_ids``, in one statement (the store's grouped
+        loads: :class:`~assistant_sessions.adapters.GroupLoadAdapter`).
+
+        Returns:
+            One snapshot per user, in order.
+
+        Raises:
+            AdapterError: The server failed or is unreachable, or the adapter is not open.
+
+        Cancellation: as :meth:`load_user`.
+        """
+        database = self._database()
+        result: list[UserSnapshot | AdapterError] = await database.reads.submit(
+            Read(user_ids=tuple(user_ids))
+        )
+        return result
+
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         """Apply each user's commit atomically if its version matches.
 

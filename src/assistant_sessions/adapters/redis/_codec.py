@@ -12,7 +12,7 @@ the adapter directly, they are refused here).
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from typing import Any, Final
 
 from ...errors import AdapterError, InvalidInputError
@@ -25,6 +25,7 @@ __all__ = [
     "commit_entry",
     "from_bytes",
     "id_entry",
+    "loaded",
     "member",
     "snapshot",
     "split_member",
@@ -66,6 +67,20 @@ def snapshot(user_id: str, version: Any, flat: list[bytes]) -> UserSnapshot:
         decode_session(flat[i + 1], from_bytes(flat[i])) for i in range(0, len(flat), 2)
     )
     return UserSnapshot(user_id, int(version), sessions)
+
+
+def loaded(
+    user_id: str, reply: Any, failure: Callable[[BaseException], AdapterError]
+) -> UserSnapshot | AdapterError:
+    """The user a load entry replied (``{version, {id, json...}}``), or the user's own error:
+    ``failure(reply)`` for an entry that failed in Redis, or a session that cannot be decoded.
+    """
+    if isinstance(reply, BaseException):
+        return failure(reply)
+    try:
+        return snapshot(user_id, reply[0], reply[1])
+    except AdapterError as exc:
+        return exc
 
 
 def _no_nul(entry: bytes, fields: int) -> bytes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Final, final
 
 import anyio
-import anyio.lowlevel
 
 from ...errors import AdapterError
 from ..base import UserSnapshot
@@ -79,9 +78,9 @@ class Conflicts:
             rejected[user_id] = (state, anyio.get_current_task().id, anyio.current_time())
         return int(reply[3])
 
-    async def reload(self, user_id: str) -> UserSnapshot | None:
+    def reuse(self, user_id: str) -> UserSnapshot | None:
         """The state of ``user_id`` that a conflict read, if this is the reload that follows it
-        (in the same task, at once); ``None`` otherwise. A checkpoint when it returns one."""
+        (in the same task, at once); ``None`` otherwise."""
         if not self._rejected:
             return None
         rejected = self._rejected.pop(user_id, None)
@@ -90,5 +89,4 @@ class Conflicts:
         state, task, at = rejected
         if task != anyio.get_current_task().id or anyio.current_time() - at >= _REUSE_WINDOW:
             return None
-        await anyio.lowlevel.checkpoint()
         return state

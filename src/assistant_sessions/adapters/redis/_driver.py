@@ -309,6 +309,13 @@ class _Errors:
     def __enter__(self) -> None:
         return None
 
+    def failure(self, cause: BaseException) -> AdapterError:
+        """The error of one entry that failed in Redis with ``cause``, as this context says."""
+        detail = str(cause) or type(cause).__name__
+        error = AdapterError(f"could not {self.doing} Redis at {self.url}: {detail}")
+        error.__cause__ = cause
+        return error
+
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:

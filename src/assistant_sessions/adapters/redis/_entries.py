@@ -11,7 +11,8 @@ node). A call applies at most :data:`MAX_PER_CALL` entries, so that no call keep
 busy for long; more make more calls in the same round trip.
 
 Each entry has its own outcome. An entry that fails in Redis (a key of its user holding the
-wrong type, say) fails its own job alone; a call that fails as a whole (the script cache was
+wrong type, say) fails its own job alone (or, in a job of :class:`Settled` entries, only its own
+place in the job's result); a call that fails as a whole (the script cache was
 lost and ``EVAL`` failed too, a shared key of the bucket is broken) fails the jobs of its
 entries; a round trip that fails fails every job in it. Which of a failed job's commits were
 applied is then unknown, as after any storage failure.
@@ -29,13 +30,22 @@ from . import _scripts as lua
 from ._driver import Connection, ScriptCall, ScriptFailed
 from ._keys import KeyLayout
 
-__all__ = ["MAX_PER_CALL", "Entries", "Entry"]
+__all__ = ["MAX_PER_CALL", "Entries", "Entry", "Settled"]
 
 #: One operation of one user: the bucket of its user and its argument to the batch script.
 Entry: TypeAlias = "tuple[int, bytes]"
 
 #: Most entries one script call applies; a batch with more makes several calls.
 MAX_PER_CALL: Final = 256
+
+
+@final
+class Settled(tuple[Entry, ...]):
+    """Entries of one job whose failures are each their own: the job's result holds each
+    entry's reply or the exception it failed with (many users' loads), instead of the job
+    failing whole."""
+
+    __slots__ = ()
 
 
 def _failure(reply: Any) -> BaseException | None:
@@ -149,14 +159,14 @@ class Entries:
             count = len(job.payload)
             if count == 1:
                 reply = replies[start]
-                if isinstance(reply, BaseException):
+                if isinstance(reply, BaseException) and job.payload.__class__ is not Settled:
                     job.fail(ScriptFailed(url, reply))
                 else:
                     job.succeed([reply])
             else:
                 part = replies[start : start + count]
                 failed = next((r for r in part if isinstance(r, BaseException)), None)
-                if failed is None:
+                if failed is None or job.payload.__class__ is Settled:
                     job.succeed(part)
                 else:
                     job.fail(ScriptFailed(url, failed))
@@ -166,10 +176,11 @@ class Entries:
         """Send ``entries`` at once, in a round trip of their own (no group commit).
 
         Raises:
-            ScriptFailed: Redis failed, or an entry did; which entries applied is unknown.
+            ScriptFailed: Redis failed, or an entry did (not :class:`Settled` ones); which
+                entries applied is unknown.
         """
         replies = await self.send(entries)
         failed = next((r for r in replies if isinstance(r, BaseException)), None)
-        if failed is not None:
+        if failed is not None and entries.__class__ is not Settled:
             raise ScriptFailed(self._redis.url, failed)
         return replies

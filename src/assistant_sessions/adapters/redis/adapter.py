@@ -22,10 +22,16 @@ from ..base import Rejection, UserCommit, UserSnapshot
 from . import _claims as claims
 from . import _queries as queries
 from . import _scripts as lua
-from ._codec import NOTHING_CLAIMED, commit_entry, id_entry, snapshot, to_bytes
+from ._codec import (
+    NOTHING_CLAIMED,
+    commit_entry,
+    id_entry,
+    loaded,
+    to_bytes,
+)
 from ._conflicts import LEASE_MS, Conflicts
 from ._driver import Connection
-from ._entries import Entries, Entry
+from ._entries import Entries, Entry, Settled
 from ._keys import (
     CLUSTER_BUCKETS,
     LAYOUT,
@@ -205,15 +211,31 @@ class RedisSessionStoreAdapter:
 
         Cancelling it changes nothing; a request already sent is let finish first.
         """
-        reused = await self._conflicts.reload(user_id)
-        if reused is not None:
-            return reused
+        (state,) = await self.load_users((user_id,))
+        if isinstance(state, AdapterError):
+            raise state
+        return state
+
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        """:meth:`load_user` of each of ``user_ids``, as entries of one round trip (the store's
+        grouped loads: :class:`~assistant_sessions.adapters.GroupLoadAdapter`); a user whose
+        entry failed in Redis, or with a stored session that cannot be decoded, gets its own
+        ``AdapterError``. Raises and is cancelled as :meth:`load_user`.
+        """
         self._redis.require()  # before the key layout, which is read on open
-        user = to_bytes(user_id)
-        with self._redis.errors("load a user from"):
-            entry = id_entry(b"L", user)
-            ((version, flat),) = await self._send([(self._keys.bucket(user), entry)])
-        return snapshot(user_id, version, flat)
+        read: list[UserSnapshot | AdapterError | None] = list(map(self._conflicts.reuse, user_ids))
+        todo = [index for index, state in enumerate(read) if state is None]
+        if not todo:  # all of them answered from what their conflicts read
+            await anyio.lowlevel.checkpoint()
+        else:
+            errors = self._redis.errors("load a user from")
+            with errors:
+                users = [to_bytes(user_ids[index]) for index in todo]
+                entries = [(self._keys.bucket(user), id_entry(b"L", user)) for user in users]
+                replies = await self._send(Settled(entries))
+            for index, reply in zip(todo, replies, strict=True):
+                read[index] = loaded(user_ids[index], reply, errors.failure)
+        return [state for state in read if state is not None]
 
     def _commit_entry(self, commit: UserCommit, claimed: Container[bytes], epoch: bytes) -> Entry:
         user = to_bytes(commit.user_id)

@@ -14,7 +14,7 @@ reading the index where the clock's bucket does.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from .._rows import decode_row, decoded_or_none, read_past_damaged
 from ..base import UserSnapshot
 from ._schema import bucket
 
-__all__ = ["Read", "due", "find", "get", "load_user"]
+__all__ = ["Read", "due", "find", "get", "load_user", "load_users"]
 
 #: A read job: runs in the reader thread with the reader connection.
 Read = Callable[[sqlite3.Connection], Any]
@@ -50,6 +50,16 @@ def load_user(user_id: str) -> Read:
             if (session := decoded_or_none(session_id, user_id, data, reader)) is not None
         ]
         return UserSnapshot(user_id, 0 if found is None else int(found[0]), tuple(sessions))
+
+    return read
+
+
+def load_users(user_ids: Sequence[str]) -> Read:
+    """The reads of :func:`load_user` of each of ``user_ids``, as one job: one snapshot each."""
+    each = [load_user(user_id) for user_id in user_ids]
+
+    def read(connection: sqlite3.Connection) -> list[UserSnapshot]:
+        return [load(connection) for load in each]
 
     return read
 

@@ -269,6 +269,23 @@ class SqliteSessionStoreAdapter:
         result: UserSnapshot = await self._database().reads.submit(reads.load_user(user_id))
         return result
 
+    async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
+        """:meth:`load_user` of each of ``user_ids``, in one read transaction (the store's
+        grouped loads: :class:`~assistant_sessions.adapters.GroupLoadAdapter`).
+
+        Returns:
+            One snapshot per user, in order.
+
+        Raises:
+            AdapterError: The database failed or is not open.
+
+        Cancellation: as :meth:`load_user`.
+        """
+        result: list[UserSnapshot | AdapterError] = await self._database().reads.submit(
+            reads.load_users(user_ids)
+        )
+        return result
+
     async def commit(self, commits: Sequence[UserCommit]) -> list[Rejection | None]:
         """Apply each user's commit atomically if its version matches.
 
