@@ -133,7 +133,12 @@ class Router:
         """Run ``op`` as a turn of its user's actor (``entered``: the caller has passed a
         checkpoint of this call already)."""
         if not entered:
-            await anyio.lowlevel.checkpoint()
+            if self._inline:
+                await anyio.lowlevel.checkpoint()
+            else:
+                # The wait for the reply (or for room in the mailbox) is the call's schedule
+                # point; a call whose scope is cancelled already must not be queued at all.
+                await anyio.lowlevel.checkpoint_if_cancelled()
         if self._status != _OPEN or get_ident() != self._thread:
             self.check_open()
         # The hot path: the histogram looked up, and _leave, written out (no method calls).

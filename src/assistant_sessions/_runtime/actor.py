@@ -52,6 +52,9 @@ class ActorContext:
         spawn: Give the actor to the executor (the actor is already marked busy).
         crashed: Report an unexpected failure of the actor (the registry restarts it).
         storage_failed: Report a storage failure met for a user (counted and logged).
+        new_event: Makes the event a queued call waits on: the class of an ``anyio.Event``
+            of the running backend, kept once the store runs, because ``anyio.Event()``
+            looks the backend up again each time.
     """
 
     storage: Storage
@@ -63,6 +66,7 @@ class ActorContext:
     spawn: Callable[[UserActor], None]
     crashed: Callable[[UserActor, ActorCrash], None]
     storage_failed: Callable[[str, AdapterError], None]
+    new_event: Callable[[], anyio.Event] = anyio.Event
 
 
 class UserActor:
@@ -163,7 +167,7 @@ class UserActor:
         return request.outcome()
 
     async def _enqueue(self, op: Op) -> Any:
-        request = Request(op, anyio.Event())
+        request = Request(op, self.ctx.new_event())
         if not self.busy:
             self.busy = True
             self._first = request

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import anyio.abc
+import attrs
 
 from .._clock import Clock
 from .._core import Policy
@@ -64,6 +65,8 @@ class ActorRegistry:
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Run the pump, its rounds and loads in ``task_group`` (the store's)."""
+        # Actors are made after the start, so each gets the running backend's events.
+        self._context = attrs.evolve(self._context, new_event=type(anyio.Event()))
         self.pump.bind(task_group)
         await task_group.start(self.pump.run, name="actor pump")
 
