@@ -26,6 +26,7 @@ from assistant_sessions import (
     Session,
     SessionQuery,
     SessionState,
+    SessionStore,
 )
 from assistant_sessions.adapters import Rejection, UserCommit, UserSnapshot
 
@@ -303,6 +304,31 @@ async def gather(count: int, call: Callable[[int], Awaitable[T]], *, within: flo
             for i in range(count):
                 tg.start_soon(one, i)
     return results  # type: ignore[return-value]
+
+
+async def resolve_all_while_held(
+    store: SessionStore, adapter: SlowAdapter, users: list[str], operation: str
+) -> list[Session | BaseException]:
+    """Resolve once for each of ``users`` at the same time, with the first ``operation``
+    (``load`` or ``commit``) held at a gate until every resolve waits; each outcome, in
+    order."""
+    outcomes: list[Session | BaseException] = [AssertionError("no outcome")] * len(users)
+    gate = adapter.block(operation)
+
+    async def resolve(i: int) -> None:
+        try:
+            outcomes[i] = await store.resolve(user_id=users[i])
+        except Exception as exc:
+            outcomes[i] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for i in range(len(users)):
+                tg.start_soon(resolve, i)
+            await gate.wait_for(1)
+            await anyio.wait_all_tasks_blocked()
+            adapter.unblock(operation)
+    return outcomes
 
 
 async def until(predicate: Callable[[], bool], *, within: float = 10) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio
 import pytest
 
-from _faults import GroupLoadSlowAdapter, SlowAdapter
-from assistant_sessions import AdapterError, Session, SessionStore, create_session_store
+from _faults import GroupLoadSlowAdapter, SlowAdapter, resolve_all_while_held
+from assistant_sessions import AdapterError, Session, create_session_store
 from assistant_sessions.adapters import GroupLoadAdapter, UserSnapshot
 from assistant_sessions.testing import FakeClock
 
@@ -68,30 +67,6 @@ class MiscountingLoadsAdapter(GroupLoadSlowAdapter):
         return (await super().load_users(user_ids))[:-1]
 
 
-async def _resolve_all_while_loads_wait(
-    store: SessionStore, adapter: SlowAdapter, users: list[str]
-) -> list[Session | BaseException]:
-    """Resolve once for each of ``users`` at the same time, with the first load held until
-    every resolve waits; each outcome, in order."""
-    outcomes: list[Session | BaseException] = [AssertionError("no outcome")] * len(users)
-    gate = adapter.block("load")
-
-    async def resolve(i: int) -> None:
-        try:
-            outcomes[i] = await store.resolve(user_id=users[i])
-        except Exception as exc:
-            outcomes[i] = exc
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            for i in range(len(users)):
-                tg.start_soon(resolve, i)
-            await gate.wait_for(1)
-            await anyio.wait_all_tasks_blocked()
-            adapter.unblock("load")
-    return outcomes
-
-
 @pytest.mark.parametrize("group_loads", [False, True], ids=["one-each", "grouped"])
 async def test_waiting_loads_of_many_users_share_one_call_only_where_the_adapter_groups_loads(
     clock: FakeClock, group_loads: bool
@@ -102,7 +77,7 @@ async def test_waiting_loads_of_many_users_share_one_call_only_where_the_adapter
     assert isinstance(adapter, GroupLoadAdapter) is group_loads
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
-        outcomes = await _resolve_all_while_loads_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "load")
         assert [s.user_id for s in outcomes if isinstance(s, Session)] == users
         if isinstance(adapter, GroupLoadSlowAdapter):
             assert adapter.max_load_batch >= USERS // 2
@@ -117,7 +92,7 @@ async def test_a_user_whose_load_fails_alone_fails_alone(clock: FakeClock) -> No
     adapter = DamagedUserAdapter()
     async with create_session_store(adapter, clock=clock) as store:
         users = ["damaged"] + [f"u{i}" for i in range(USERS)]
-        outcomes = await _resolve_all_while_loads_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "load")
         assert adapter.max_load_batch > 1  # the damaged user shared a call with others
         assert isinstance(outcomes[0], AdapterError)
         assert [s.user_id for s in outcomes[1:] if isinstance(s, Session)] == users[1:]
@@ -133,7 +108,7 @@ async def test_a_storage_failure_of_a_grouped_load_is_each_callers_own_error(
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
         adapter.fail("load", DiskFull("/dev/sda"), times=USERS)
-        outcomes = await _resolve_all_while_loads_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "load")
         adapter.heal("load")
         failed = [o for o in outcomes if isinstance(o, DiskFull)]
         assert len(failed) == USERS
@@ -153,7 +128,7 @@ async def test_a_defect_in_a_grouped_load_sends_each_load_again_alone(clock: Fak
     adapter = DefectiveLoadsAdapter()
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
-        outcomes = await _resolve_all_while_loads_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "load")
         assert [s.user_id for s in outcomes if isinstance(s, Session)] == users
         assert adapter.calls["load_users"] >= 1
         assert adapter.calls["load"] == USERS  # each user's load_user, after the defect
@@ -162,10 +137,10 @@ async def test_a_defect_in_a_grouped_load_sends_each_load_again_alone(clock: Fak
 async def test_a_load_with_a_wrong_number_of_snapshots_is_a_storage_failure(
     clock: FakeClock,
 ) -> None:
-    adapter = MiscountingLoadsAdapter()
+    adapter: GroupLoadSlowAdapter = MiscountingLoadsAdapter()
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
-        outcomes = await _resolve_all_while_loads_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "load")
         miscounted = [o for o in outcomes if isinstance(o, AdapterError)]
         assert miscounted, "no call shared a miscounted load"
         assert all("outcomes for" in str(error) for error in miscounted)

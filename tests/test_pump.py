@@ -6,15 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import anyio
 import pytest
 
-from _faults import SlowAdapter, gather
+from _faults import SlowAdapter, gather, resolve_all_while_held
 from assistant_sessions import (
     ActorFailedError,
     AdapterError,
     Session,
-    SessionStore,
     create_session_store,
 )
 from assistant_sessions.adapters import GroupCommitAdapter, Rejection, UserCommit
@@ -60,30 +58,6 @@ class MiscountingAdapter(SlowAdapter):
         return (await super().commit(commits))[:-1]
 
 
-async def _resolve_all_while_commits_wait(
-    store: SessionStore, adapter: SlowAdapter, users: list[str]
-) -> list[Session | BaseException]:
-    """Resolve once for each of ``users`` at the same time, with commits held until every one
-    of them is loaded; each outcome, in order."""
-    outcomes: list[Session | BaseException] = [AssertionError("no outcome")] * len(users)
-    gate = adapter.block("commit")
-
-    async def resolve(i: int) -> None:
-        try:
-            outcomes[i] = await store.resolve(user_id=users[i])
-        except Exception as exc:
-            outcomes[i] = exc
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            for i in range(len(users)):
-                tg.start_soon(resolve, i)
-            await gate.wait_for(1)
-            await anyio.wait_all_tasks_blocked()
-            adapter.unblock("commit")
-    return outcomes
-
-
 def test_the_built_in_adapters_group_commits_and_say_so(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     for adapter, grouped in (
@@ -106,7 +80,7 @@ async def test_waiting_commits_of_many_users_share_an_adapter_call_only_when_gro
     adapter = SlowAdapter(group_commit=group_commit)
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
-        outcomes = await _resolve_all_while_commits_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "commit")
         assert [s.user_id for s in outcomes if isinstance(s, Session)] == users
         assert adapter.user_commits == USERS
         if group_commit:
@@ -127,7 +101,7 @@ async def test_a_defect_in_a_grouped_commit_reaches_only_the_user_whose_commit_r
     adapter = PoisonAdapter()
     async with create_session_store(adapter, clock=clock) as store:
         users = ["poison"] + [f"u{i}" for i in range(USERS)]
-        outcomes = await _resolve_all_while_commits_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "commit")
         poisoned = outcomes[0]
         assert isinstance(poisoned, ActorFailedError)
         assert isinstance(poisoned.__cause__, RuntimeError)
@@ -150,7 +124,7 @@ async def test_a_storage_failure_of_a_grouped_commit_is_each_callers_own_error(
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
         adapter.fail("commit", DiskFull("/dev/sda"), times=USERS)
-        outcomes = await _resolve_all_while_commits_wait(store, adapter, users)
+        outcomes = await resolve_all_while_held(store, adapter, users, "commit")
         adapter.heal("commit")
         failed = [o for o in outcomes if isinstance(o, DiskFull)]
         assert len(failed) == USERS
@@ -173,7 +147,7 @@ async def test_a_storage_failure_of_a_grouped_commit_is_each_callers_own_error(
 async def test_a_commit_with_a_wrong_number_of_outcomes_is_a_storage_failure(
     clock: FakeClock,
 ) -> None:
-    adapter = MiscountingAdapter()
+    adapter: SlowAdapter = MiscountingAdapter()
     async with create_session_store(adapter, clock=clock) as store:
         with pytest.raises(AdapterError, match="returned 0 outcomes for 1 calls"):
             await store.resolve(user_id="u")
