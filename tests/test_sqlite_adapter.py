@@ -405,6 +405,12 @@ async def test_a_row_that_does_not_decode_fails_alone(
     assert "'bad'" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="assistant_sessions"):
+        many = await adapter.load_users(["u2", "u1", "nobody"])
+    assert many == [await adapter.load_user(user) for user in ("u2", "u1", "nobody")]
+    assert many[1] == snapshot
+    assert "'bad'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="assistant_sessions"):
         assert [s.id for s in await adapter.find(SessionQuery(user_id="u1"))] == ["good"]
     assert "'bad'" in caplog.text
     assert [s.id for s in (await adapter.load_user("u2")).sessions] == ["other"]

@@ -270,7 +270,7 @@ class SqliteSessionStoreAdapter:
         return result
 
     async def load_users(self, user_ids: Sequence[str]) -> list[UserSnapshot | AdapterError]:
-        """:meth:`load_user` of each of ``user_ids``, in one read transaction (the store's
+        """:meth:`load_user` of each of ``user_ids``, in one statement (the store's
         grouped loads: :class:`~assistant_sessions.adapters.GroupLoadAdapter`).
 
         Returns:
