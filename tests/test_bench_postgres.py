@@ -197,8 +197,10 @@ def test_adk_in_memory_runs_beside_the_store_on_asyncio_only(tmp_path: Path) -> 
     compared = [(p["spec"]["backend"], p["spec"]["workload"]) for p in document["adk"]]
     assert compared == [("asyncio", "resolve"), ("asyncio", "hot")]
     for point in document["adk"]:
-        assert set(point["subjects"]) == {"store", "adk"}
+        # Beside it, the ceiling of any store whose calls each yield once.
+        assert set(point["subjects"]) == {"store", "adk", "ceiling"}
         assert point["store_x_adk"] > 0
+        assert point["ceiling_x_adk"] > 0
         adk = point["subjects"]["adk"]
         assert adk["summary"]["errors"] == 0
         # Its calls never yield in between: in one process, no duplicates.

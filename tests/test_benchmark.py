@@ -42,6 +42,7 @@ from assistant_sessions_bench._adapters import (
     load_adapter_factory,
     register_adapter,
 )
+from assistant_sessions_bench._baselines import CheckpointFloor
 from assistant_sessions_bench._ceiling import measure_write_ceiling
 from assistant_sessions_bench._check import check_exactly_once
 from assistant_sessions_bench._memory import measure_memory
@@ -249,6 +250,30 @@ async def test_tiny_point_runs_every_subject_on_the_same_work(
         assert target.value is not None
         low, high = limits[target.name]
         assert target.met == (target.value >= low if low is not None else target.value <= high)
+
+
+async def test_the_checkpointed_floor_is_the_floor_behind_one_schedule_point_a_call(
+    anyio_backend: str,
+) -> None:
+    spec = _spec("resolve", anyio_backend)
+    with anyio.fail_after(60):
+        point = await run_point(spec, _memory, rounds=2, subjects=(_run.CEILING_SUBJECT,))
+    assert point.ok
+    for run in point.runs["ceiling"]:
+        assert run.errors == 0, run.first_error
+        assert run.check.ok
+    # Each call is a schedule point: cancelled before it, a call applies nothing.
+    adapter = InMemorySessionStoreAdapter()
+    ceiling = CheckpointFloor(adapter)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await ceiling.resolve(user_id="u")
+    assert scope.cancelled_caught
+    assert adapter.load_user_nowait("u").version == 0
+    session = await ceiling.resolve(user_id="u", surface_id="web")
+    assert (await ceiling.resolve(user_id="u", surface_id="web")).id == session.id
+    with pytest.raises(NotImplementedError):
+        await ceiling.find(user_id="u")
 
 
 async def test_a_duplicating_store_fails_the_exactly_once_check(anyio_backend: str) -> None:

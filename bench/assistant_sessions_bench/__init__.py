@@ -11,7 +11,8 @@ It measures the session store against two baselines run in the same process, int
 the same seeded workload: the *floor* (the store's bookkeeping called directly, no concurrency
 machinery) and a *lock store* (the same semantics guarded by one ``anyio.Lock`` per user, what a
 user would write by hand); and, where google-adk is installed, Google ADK's session services
-doing the same lookup-or-create with their own API. It reports throughput, latency percentiles
+doing the same lookup-or-create with their own API, the in-memory one beside the floor behind
+one schedule point a call (the ceiling of any store whose calls each yield). It reports throughput, latency percentiles
 and their ratios to the baselines, memory per stored session and per live actor, the cost of a
 sweep, and checks that every resolved user ends with exactly one session (a duplicate fails the
 run).
@@ -19,7 +20,7 @@ run).
 Run ``assistant-sessions bench --help`` for the options. The modules:
 
 * ``_workload``: the seeded operations and prefill;
-* ``_baselines``: the floor and the lock store;
+* ``_baselines``: the floor, the lock store and the checkpointed floor;
 * ``_adk``: the Google ADK baselines (optional: InMemorySessionService beside the in-memory
   store, DatabaseSessionService beside ``-a postgres --processes``);
 * ``_run``: the subjects and their timed runs;

@@ -12,6 +12,10 @@ store only in how calls are kept apart:
   cheaper than this and still do the work.
 * :class:`LockStore`: what a user would write by hand. The same semantics, with one
   :class:`anyio.Lock` per user held around each lookup-or-create, over any adapter.
+* :class:`CheckpointFloor`: the floor's resolves behind one schedule point each
+  (``anyio.lowlevel.checkpoint()``), driven by many tasks like the store. Every store call is a
+  schedule point, so nothing that keeps that can be faster: it is the ceiling beside Google
+  ADK's in-memory service, whose calls never yield.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from types import TracebackType
 from typing import Any, Final, Self, final
 
 import anyio
+import anyio.lowlevel
 
 from assistant_sessions import (
     AdapterError,
@@ -46,7 +51,7 @@ from assistant_sessions._core import (
 )
 from assistant_sessions.adapters.base import Rejection, SessionStoreAdapter, SynchronousAdapter
 
-__all__ = ["FloorStore", "LockStore"]
+__all__ = ["CheckpointFloor", "FloorStore", "LockStore"]
 
 #: How often the lock store re-applies an operation after a version conflict.
 _MAX_RETRIES: Final = 16
@@ -148,6 +153,24 @@ class _User:
     def __init__(self) -> None:
         self.lock = anyio.Lock()
         self.state: UserState | None = None
+
+
+@final
+class CheckpointFloor:
+    """The floor's resolves, each behind one schedule point, for many tasks (resolves only)."""
+
+    def __init__(self, adapter: InMemorySessionStoreAdapter) -> None:
+        self._floor = FloorStore(adapter)
+
+    async def resolve(self, *, user_id: str, surface_id: str | None = None) -> Session:
+        """:meth:`FloorStore.resolve` after one ``anyio.lowlevel.checkpoint()``."""
+        await anyio.lowlevel.checkpoint()
+        return self._floor.resolve(user_id=user_id, surface_id=surface_id)
+
+    async def _unsupported(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("the checkpointed floor runs the resolve workloads only")
+
+    find = update_metadata = attach_surface = detach_surface = _unsupported
 
 
 @final

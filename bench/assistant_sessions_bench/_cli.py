@@ -40,6 +40,7 @@ from ._redis_ceiling import REDIS_CEILING_ADAPTERS, main_redis_ceiling
 from ._report import environment, render, require_matplotlib, write_json, write_plots
 from ._results import (
     ADK,
+    CEILING,
     STORE,
     MemoryResult,
     PointResult,
@@ -167,7 +168,7 @@ def main(argv: Sequence[str]) -> int:
         + (plan.memory_sessions > 0)
         + (plan.sweep_total > 0)
     )
-    total = per_backend * len(plan.backends) + len(plan.adk_points()) * plan.rounds
+    total = per_backend * len(plan.backends) + len(plan.adk_points()) * plan.rounds * 2
     progress = _Progress(total, console, not args.quiet)
     points: list[PointResult] = []
     adk: list[PointResult] = []
@@ -218,7 +219,14 @@ def main(argv: Sequence[str]) -> int:
         "memory": [attrs.asdict(m) for m in memory],
         "sweeps": [s.to_json() for s in sweeps],
         "targets": [attrs.asdict(t) for t in targets],
-        "adk": [{**p.to_json(), "store_x_adk": p.ratio(STORE, ADK)} for p in adk],
+        "adk": [
+            {
+                **p.to_json(),
+                "store_x_adk": p.ratio(STORE, ADK),
+                "ceiling_x_adk": p.ratio(CEILING, ADK) if CEILING in p.runs else None,
+            }
+            for p in adk
+        ],
     }
     # Files only where asked: nothing is written under the current directory by default.
     if args.json is not None and not args.no_json:
@@ -263,7 +271,7 @@ async def _measure(
         subjects = _run.SUBJECTS
         with_adk = spec in plan.adk_points() and any(s.name == STORE for s in subjects)
         if with_adk:
-            subjects = (*subjects, ADK_SUBJECT)
+            subjects = (*subjects, ADK_SUBJECT, _run.CEILING_SUBJECT)
         point = await run_point(
             spec,
             make_adapter,
@@ -273,10 +281,11 @@ async def _measure(
             on_run=advance,
         )
         if with_adk:
-            # The ADK runs are reported apart, against the store's runs of the same rounds.
+            # The ADK runs are reported apart, against the store's runs of the same rounds (and
+            # the checkpointed floor's, the ceiling of any store whose calls yield).
             runs = dict(point.runs)
-            adk_runs = runs.pop(ADK)
-            adk.append(PointResult(spec, point.counts, {STORE: runs[STORE], ADK: adk_runs}, None))
+            beside = {ADK: runs.pop(ADK), CEILING: runs.pop(CEILING)}
+            adk.append(PointResult(spec, point.counts, {STORE: runs[STORE], **beside}, None))
             point = PointResult(spec, point.counts, runs, point.peak_rss)
         points.append(point)
     memory = []

@@ -28,13 +28,14 @@ from assistant_sessions import InMemorySessionStoreAdapter, create_session_store
 from assistant_sessions.adapters.base import SessionStoreAdapter, UserCommit
 
 from ._adapters import BenchmarkError
-from ._baselines import FloorStore, LockStore
+from ._baselines import CheckpointFloor, FloorStore, LockStore
 from ._check import check_exactly_once
 from ._redis_ceiling import server_cpu
-from ._results import FLOOR, LOCK, STORE, PointResult, PointSpec, SubjectRun
+from ._results import CEILING, FLOOR, LOCK, STORE, PointResult, PointSpec, SubjectRun
 from ._workload import ATTACH, DETACH, FIND, RESOLVE, UPDATE, Operation, Workload, build_workload
 
 __all__ = [
+    "CEILING_SUBJECT",
     "IDLE_SUBSCRIBER",
     "SUBJECTS",
     "Subject",
@@ -90,6 +91,18 @@ async def _open_store_with_idle_subscriber(adapter: SessionStoreAdapter) -> Asyn
         with store.subscribe(buffer_size=1000):
             yield store
 
+
+@asynccontextmanager
+async def _open_checkpoint_floor(adapter: SessionStoreAdapter) -> AsyncIterator[CheckpointFloor]:
+    if not isinstance(adapter, InMemorySessionStoreAdapter):
+        raise BenchmarkError("the checkpointed floor runs on an InMemorySessionStoreAdapter")
+    yield CheckpointFloor(adapter)
+
+
+#: The floor behind one schedule point a call, run beside ADK (:data:`CEILING`).
+CEILING_SUBJECT: Final = Subject(
+    CEILING, concurrent=True, open=_open_checkpoint_floor, own_memory=True
+)
 
 #: The store with an event subscriber that never reads (``--idle-subscriber``).
 IDLE_SUBSCRIBER: Final = Subject(
