@@ -12,10 +12,10 @@ the same seeded workload: the *floor* (the store's bookkeeping called directly, 
 machinery) and a *lock store* (the same semantics guarded by one ``anyio.Lock`` per user, what a
 user would write by hand); and, where google-adk is installed, Google ADK's session services
 doing the same lookup-or-create with their own API, the in-memory one beside the floor behind
-one schedule point a call (the ceiling of any store whose calls each yield). It reports throughput, latency percentiles
-and their ratios to the baselines, memory per stored session and per live actor, the cost of a
-sweep, and checks that every resolved user ends with exactly one session (a duplicate fails the
-run).
+one schedule point a call (the ceiling of any store whose calls each yield). It reports
+throughput, latency percentiles and their ratios to the baselines, memory per stored session and
+per live actor, the cost of a sweep, and checks that every resolved user ends with exactly one
+session (a duplicate fails the run).
 
 Run ``assistant-sessions bench --help`` for the options. The modules:
 

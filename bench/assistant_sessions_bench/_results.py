@@ -33,8 +33,7 @@ LOCK: Final = "lock"
 STORE: Final = "store"
 #: Google ADK's InMemorySessionService (``_adk``): reported apart, against the store only.
 ADK: Final = "adk"
-#: The floor behind one schedule point a call, run beside ADK: the most any store whose every
-#: call yields once can reach (``_baselines.CheckpointFloor``).
+#: The floor behind one schedule point a call, beside ADK (``_baselines.CheckpointFloor``).
 CEILING: Final = "ceiling"
 
 #: The workloads the ADK subject runs (those made only of resolves).
@@ -373,10 +372,8 @@ def evaluate_targets(
         if (spec.adapter, spec.concurrency, spec.workload, spec.users) == (
             "memory", 256, "resolve", 10_000
         ):  # fmt: skip
-            ratio = point.ratio(STORE, ADK)
-            where = spec.label()
-            if CEILING in point.runs:  # what any store whose calls each yield could reach
-                where += f"; ceiling {point.ratio(CEILING, ADK):.2f}x"
+            ceiling = f"; ceiling {point.ratio(CEILING, ADK):.2f}x" if CEILING in point.runs else ""
+            ratio, where = point.ratio(STORE, ADK), spec.label() + ceiling
             targets.append(_target("resolve vs ADK in-memory", ratio, where, low=2.0))
     targets += _scaling_targets(points)
     for sweep in (s for s in sweeps if s.adapter == "memory"):
