@@ -1,6 +1,7 @@
 """Grouped loads (``_runtime/pump.py``, ``Storage.load_many``): on an adapter that groups commits
 and reads many users in one call (``GroupLoadAdapter``), the loads of every waiting user go in
-one ``load_users`` call, and its failures reach only whom they must."""
+one ``load_users`` call, and its failures reach only whom they must (a storage failure of a
+grouped load: ``test_pump.py``, beside that of a grouped commit)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,6 @@ from assistant_sessions.testing import FakeClock
 pytestmark = pytest.mark.anyio
 
 USERS = 20
-
-
-class DiskFull(AdapterError):
-    """A storage failure whose ``__init__`` takes other arguments than its message."""
-
-    def __init__(self, device: str) -> None:
-        super().__init__(f"{device} is full")
-        self.device = device
 
 
 class DamagedUserAdapter(GroupLoadSlowAdapter):
@@ -99,29 +92,6 @@ async def test_a_user_whose_load_fails_alone_fails_alone(clock: FakeClock) -> No
         with pytest.raises(AdapterError, match="damaged cannot be decoded"):
             await store.resolve(user_id="damaged")
         assert await store.find(user_id="damaged") == []
-
-
-async def test_a_storage_failure_of_a_grouped_load_is_each_callers_own_error(
-    clock: FakeClock,
-) -> None:
-    adapter = GroupLoadSlowAdapter(group_commit=True)
-    async with create_session_store(adapter, clock=clock) as store:
-        users = [f"u{i}" for i in range(USERS)]
-        adapter.fail("load", DiskFull("/dev/sda"), times=USERS)
-        outcomes = await resolve_all_while_held(store, adapter, users, "load")
-        adapter.heal("load")
-        failed = [o for o in outcomes if isinstance(o, DiskFull)]
-        assert len(failed) == USERS
-        assert len({id(error) for error in failed}) == USERS
-        assert adapter.calls["load"] < USERS
-        assert {(str(error), error.device) for error in failed} == {
-            ("/dev/sda is full", "/dev/sda")
-        }
-        assert adapter.user_commits == 0
-        # Nothing was applied: the next calls create each user's session once.
-        for user in users:
-            assert (await store.resolve(user_id=user)).user_id == user
-            assert len(await store.find(user_id=user)) == 1
 
 
 async def test_a_defect_in_a_grouped_load_sends_each_load_again_alone(clock: FakeClock) -> None:

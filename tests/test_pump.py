@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _faults import SlowAdapter, gather, resolve_all_while_held
+from _faults import GroupLoadSlowAdapter, SlowAdapter, gather, resolve_all_while_held
 from assistant_sessions import (
     ActorFailedError,
     AdapterError,
@@ -117,21 +117,23 @@ async def test_a_defect_in_a_grouped_commit_reaches_only_the_user_whose_commit_r
         assert (await store.resolve(user_id="u0")).user_id == "u0"
 
 
-async def test_a_storage_failure_of_a_grouped_commit_is_each_callers_own_error(
-    clock: FakeClock,
+@pytest.mark.parametrize("operation", ["commit", "load"])
+async def test_a_storage_failure_of_a_grouped_call_is_each_callers_own_error(
+    clock: FakeClock, operation: str
 ) -> None:
-    adapter = SlowAdapter(group_commit=True)
+    # The commits of many users in one call, or (grouped loads) their loads.
+    adapter = GroupLoadSlowAdapter(group_commit=True)
     async with create_session_store(adapter, clock=clock) as store:
         users = [f"u{i}" for i in range(USERS)]
-        adapter.fail("commit", DiskFull("/dev/sda"), times=USERS)
-        outcomes = await resolve_all_while_held(store, adapter, users, "commit")
-        adapter.heal("commit")
+        adapter.fail(operation, DiskFull("/dev/sda"), times=USERS)
+        outcomes = await resolve_all_while_held(store, adapter, users, operation)
+        adapter.heal(operation)
         failed = [o for o in outcomes if isinstance(o, DiskFull)]
         assert len(failed) == USERS
         # Each caller has an exception of its own (its traceback is its own), of the same class
         # and with the same attributes.
         assert len({id(error) for error in failed}) == USERS
-        assert adapter.calls["commit"] < USERS
+        assert adapter.calls[operation] < USERS
         assert {(str(error), error.device) for error in failed} == {
             ("/dev/sda is full", "/dev/sda")
         }
