@@ -29,7 +29,7 @@ import functools
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import suppress
 from datetime import datetime
-from typing import Any, Final, TypeAlias, TypeVar, final
+from typing import Any, Final, TypeAlias, TypeVar, cast, final
 
 import anyio
 import anyio.abc
@@ -175,9 +175,9 @@ class Storage:
         """
         adapter = self.adapter
         if len(calls) > 1 and self.group_loads:
-            assert isinstance(adapter, GroupLoadAdapter)
+            loader = cast(GroupLoadAdapter, adapter)  # checked once, by group_loads
             try:
-                results = await adapter.load_users([call.argument for call in calls])
+                results = await loader.load_users([call.argument for call in calls])
             except AdapterError as exc:
                 _fail(calls, exc)
                 return
