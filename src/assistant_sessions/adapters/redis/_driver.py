@@ -326,8 +326,7 @@ class _Errors:
                 f"could not {self.doing} Redis at {self.url}: {exc.detail}"
             ) from exc.__cause__
         if _is_driver_error(exc):
-            detail = str(exc) or type(exc).__name__
-            raise AdapterError(f"could not {self.doing} Redis at {self.url}: {detail}") from exc
+            raise self.failure(exc)
 
 
 class ScriptFailed(AdapterError):
