@@ -34,7 +34,7 @@ from assistant_sessions.adapters._encoding import encode_session as encode_docum
 from assistant_sessions.adapters._encoding import to_micros
 from assistant_sessions.adapters._rows import decode_row
 from assistant_sessions.adapters.base import state_clock
-from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
+from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter, Writer
 from assistant_sessions.adapters.sqlite._schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -79,10 +79,12 @@ def make(
 # -- the store on SQLite ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 async def test_store_on_sqlite_end_to_end_and_across_reopening(
-    path: Path, clock: FakeClock
+    path: Path, clock: FakeClock, writer: Writer
 ) -> None:
-    async with create_session_store(SqliteSessionStoreAdapter(path), clock=clock) as store:
+    adapter = SqliteSessionStoreAdapter(path, writer=writer)
+    async with create_session_store(adapter, clock=clock) as store:
         first = await store.resolve(user_id="u1", surface_id="web", workspace_id="w")
         assert first.state is SessionState.CREATED
         again = await store.resolve(user_id="u1", surface_id="web", workspace_id="w")
@@ -98,7 +100,8 @@ async def test_store_on_sqlite_end_to_end_and_across_reopening(
         assert [s.id for s in await store.find(surface_id="phone")] == [first.id]
         assert [s.id for s in await store.find(state=SessionState.CREATED)] == [fresh.id]
         before_close = await store.get(first.id)
-    async with create_session_store(SqliteSessionStoreAdapter(path), clock=clock) as store:
+    reopened_adapter = SqliteSessionStoreAdapter(path, writer=writer)
+    async with create_session_store(reopened_adapter, clock=clock) as store:
         reopened = await store.get(first.id)
         assert reopened == before_close
         assert reopened is not None

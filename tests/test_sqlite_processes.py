@@ -20,18 +20,19 @@ USERS = 50
 ROUNDS = 4
 
 
-async def run_pair(path: Path, backend: str) -> list[list[dict[str, Any]]]:
+async def run_pair(path: Path, backend: str, writer: str) -> list[list[dict[str, Any]]]:
     """Run two resolve workers on ``path`` in lock step; return each one's round reports."""
-    command = [sys.executable, str(WORKER), "resolve", str(path), backend, str(USERS)]
+    command = [sys.executable, str(WORKER), "resolve", str(path), backend, writer, str(USERS)]
     return await run_in_lockstep([[*command, str(ROUNDS)]] * 2, rounds=ROUNDS)
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 async def test_two_processes_resolving_the_same_new_users_share_one_session_each(
-    tmp_path: Path, anyio_backend: str
+    tmp_path: Path, anyio_backend: str, writer: str
 ) -> None:
     path = tmp_path / "shared.db"  # not created yet: both processes create the schema at once
     with anyio.fail_after(60):
-        first, second = await run_pair(path, anyio_backend)
+        first, second = await run_pair(path, anyio_backend, writer)
 
     connection = sqlite3.connect(path)
     try:

@@ -113,6 +113,13 @@ def sqlite_adapter(context: AdapterContext) -> SessionStoreAdapter:
     return cast(SessionStoreAdapter, module.SqliteSessionStoreAdapter(path))
 
 
+def sqlite_process_adapter(context: AdapterContext) -> SessionStoreAdapter:
+    """Like ``sqlite``, with the writer in a child process (``writer="process"``)."""
+    module = importlib.import_module("assistant_sessions.adapters.sqlite")
+    path = context.workdir / f"bench-{context.instance}.db"
+    return cast(SessionStoreAdapter, module.SqliteSessionStoreAdapter(path, writer="process"))
+
+
 def sqlite_single_adapter(context: AdapterContext) -> SessionStoreAdapter:
     """Like ``sqlite``, with one transaction per commit call (no group commit): for comparison."""
     module = importlib.import_module("assistant_sessions.adapters.sqlite")
@@ -171,6 +178,13 @@ _BUILTIN = (
         "sqlite",
         f"{__name__}:sqlite_adapter",
         "SqliteSessionStoreAdapter: a database file in a temporary directory",
+        requires=("sqlite3", "assistant_sessions.adapters.sqlite"),
+        hint="this installation of assistant-sessions has no SQLite adapter",
+    ),
+    AdapterEntry(
+        "sqlite-process",
+        f"{__name__}:sqlite_process_adapter",
+        "SqliteSessionStoreAdapter(writer='process'): transactions written by a child process",
         requires=("sqlite3", "assistant_sessions.adapters.sqlite"),
         hint="this installation of assistant-sessions has no SQLite adapter",
     ),

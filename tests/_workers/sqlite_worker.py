@@ -1,15 +1,17 @@
 """Child processes of the SQLite process tests; run as ``python sqlite_worker.py MODE ...``.
 
-``resolve PATH BACKEND USERS ROUNDS``
+``resolve PATH BACKEND WRITER USERS ROUNDS``
     Open a store on PATH and print ``ready``. Then, ROUNDS times: wait for a line on stdin,
     resolve USERS new users (``r<round>-u<n>``) all at once, and print one JSON line: user id
     to session id, and how many user commits the adapter wrote for them.
 
-``crash PATH BACKEND ROUND SEED``
+``crash PATH BACKEND WRITER ROUND SEED``
     Open a store on PATH, print ``ready``, then resolve and update metadata forever, printing
     one line per acknowledged write, after the store returned it: ``R <session id>`` for a
     resolve and ``M <session id> <key> <value>`` for a metadata update (every key is new).
     The test kills it with SIGKILL.
+
+WRITER is the adapter's ``writer`` (``thread`` or ``process``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import anyio
 
 from assistant_sessions import SessionStore, create_session_store
-from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter
+from assistant_sessions.adapters.sqlite import SqliteSessionStoreAdapter, Writer
 
 CRASH_USERS = 30
 CRASH_TASKS = 8
@@ -37,8 +39,8 @@ async def resolve(store: SessionStore, user: str, ids: dict[str, str]) -> None:
     ids[user] = (await store.resolve(user_id=user, surface_id="web")).id
 
 
-async def resolve_many(path: str, users: int, rounds: int) -> None:
-    adapter = SqliteSessionStoreAdapter(path)
+async def resolve_many(path: str, writer: Writer, users: int, rounds: int) -> None:
+    adapter = SqliteSessionStoreAdapter(path, writer=writer)
     async with create_session_store(adapter) as store:
         say("ready")
         for round_ in range(rounds):
@@ -52,7 +54,7 @@ async def resolve_many(path: str, users: int, rounds: int) -> None:
             say(json.dumps({"ids": ids, "user_commits": commits}))
 
 
-async def crash_loop(path: str, round_: int, seed: int) -> None:
+async def crash_loop(path: str, writer: Writer, round_: int, seed: int) -> None:
     rng = random.Random(seed)
     counter = 0
 
@@ -68,7 +70,7 @@ async def crash_loop(path: str, round_: int, seed: int) -> None:
             await store.update_metadata(session.id, {key: value})
             say(f"M {session.id} {key} {value}")
 
-    async with create_session_store(SqliteSessionStoreAdapter(path)) as store:
+    async with create_session_store(SqliteSessionStoreAdapter(path, writer=writer)) as store:
         say("ready")
         async with anyio.create_task_group() as tg:
             for _ in range(CRASH_TASKS):
@@ -76,11 +78,13 @@ async def crash_loop(path: str, round_: int, seed: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    mode, path, backend, *rest = argv
+    mode, path, backend, writer, *rest = argv
+    if writer not in ("thread", "process"):
+        raise SystemExit(f"unknown writer {writer!r}")
     if mode == "resolve":
-        anyio.run(resolve_many, path, int(rest[0]), int(rest[1]), backend=backend)
+        anyio.run(resolve_many, path, writer, int(rest[0]), int(rest[1]), backend=backend)
     elif mode == "crash":
-        anyio.run(crash_loop, path, int(rest[0]), int(rest[1]), backend=backend)
+        anyio.run(crash_loop, path, writer, int(rest[0]), int(rest[1]), backend=backend)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

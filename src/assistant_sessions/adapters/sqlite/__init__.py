@@ -1,4 +1,5 @@
-"""The SQLite adapter: the embedded, durable store (stdlib ``sqlite3`` in worker threads).
+"""The SQLite adapter: the embedded, durable store (stdlib ``sqlite3`` in worker threads, or its
+writer in a child process).
 
 :class:`SqliteSessionStoreAdapter` is what applications use. ``EncodedCommit``,
 ``IndexedColumns``, ``connect``, ``encode_session`` and ``write_transaction`` are the adapter's
@@ -9,7 +10,7 @@ path without the store around it; they are not part of the adapter's API for app
 
 from ._db import EncodedCommit, IndexedColumns, connect, write_transaction
 from ._schema import encode_session
-from .adapter import SqliteSessionStoreAdapter, SqliteStatistics, Synchronous
+from .adapter import SqliteSessionStoreAdapter, SqliteStatistics, Synchronous, Writer
 
 __all__ = [
     "EncodedCommit",
@@ -17,6 +18,7 @@ __all__ = [
     "SqliteSessionStoreAdapter",
     "SqliteStatistics",
     "Synchronous",
+    "Writer",
     "connect",
     "encode_session",
     "write_transaction",

@@ -27,10 +27,11 @@ import anyio.to_thread
 
 from ...errors import AdapterError
 from .._batching import Batcher, Job
-from ..base import Rejection
+from ..base import Rejection, batch_failure
 from ._reads import Read
 from ._schema import migrate
-from ._writes import EncodedCommit, IndexedColumns, write_transaction
+from ._writer_process import Outcome, WriterProcess
+from ._writes import EncodedCommit, IndexedColumns, counted_transaction, write_transaction
 
 __all__ = [
     "Database",
@@ -79,18 +80,9 @@ def connect(
     """
     connections: list[sqlite3.Connection] = []
     try:
-        for _ in range(2):
-            connections.append(
-                sqlite3.connect(
-                    path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-                )
-            )
+        connections.append(open_writer(path, synchronous, busy_timeout))
+        connections.append(_open(path, busy_timeout))
         writer, reader = connections
-        _use_wal(writer, path, busy_timeout)
-        writer.execute(f"PRAGMA synchronous = {synchronous}")
-        writer.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
-        for connection in connections:
-            connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         migrate(writer, path)
         reader.execute("PRAGMA query_only = ON")
     except BaseException as exc:
@@ -100,6 +92,36 @@ def connect(
             raise translate(exc, f"cannot open the SQLite database {path}") from exc
         raise
     return writer, reader
+
+
+def open_writer(path: str, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    """A writer connection in WAL mode with the adapter's durability and checkpoint settings.
+
+    Raises:
+        sqlite3.Error: The file cannot be opened or set up.
+        AdapterError: The file cannot use write-ahead logging.
+    """
+    connection = _open(path, busy_timeout)
+    try:
+        _use_wal(connection, path, busy_timeout)
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _open(path: str, busy_timeout: float) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def _use_wal(connection: sqlite3.Connection, path: str, busy_timeout: float) -> None:
@@ -125,13 +147,14 @@ class Database:
     def __init__(
         self,
         path: str,
-        writer: sqlite3.Connection,
+        writer: sqlite3.Connection | WriterProcess,
         reader: sqlite3.Connection,
         *,
         group_commit: bool,
         max_group: int,
     ) -> None:
         self.path = path
+        #: The writer connection (used in a worker thread), or the process that owns it.
         self._writer = writer
         self._reader = reader
         self._group_commit = group_commit
@@ -147,8 +170,9 @@ class Database:
         self.reads: Batcher[Read, Any] = Batcher(self._run_reads, MAX_READ_BATCH)
         self.transactions = 0
         self.user_commits = 0
-        #: What the writer last wrote to the indexed columns (the writer thread's alone).
-        self.indexed = IndexedColumns()
+        self.touches = 0
+        #: What the writer thread last wrote to the indexed columns (its alone).
+        self._indexed = IndexedColumns()
 
     async def close(self) -> None:
         """Fail what is still pending, wait for running calls, close the connections."""
@@ -156,11 +180,18 @@ class Database:
         for limiter in (self._read_limiter, self._write_limiter):
             async with limiter:  # the thread call that runs now, if any, has ended
                 pass
-        await anyio.to_thread.run_sync(self._close_connections)
+        try:
+            await anyio.to_thread.run_sync(self._close_connections)
+        finally:
+            if isinstance(self._writer, WriterProcess):
+                await self._writer.aclose()
 
     def _close_connections(self) -> None:
         errors: list[sqlite3.Error] = []
-        for connection in (self._reader, self._writer):
+        connections = [self._reader]
+        if isinstance(self._writer, sqlite3.Connection):
+            connections.append(self._writer)
+        for connection in connections:
             try:
                 connection.close()
             except sqlite3.Error as exc:  # pragma: no cover - close fails only on a broken disk
@@ -175,7 +206,19 @@ class Database:
         await anyio.to_thread.run_sync(self._read_batch, jobs, limiter=self._read_limiter)
 
     async def _run_writes(self, jobs: list[WriteJob]) -> None:
-        await anyio.to_thread.run_sync(self._write_batch, jobs, limiter=self._write_limiter)
+        process = self._writer
+        if not isinstance(process, WriterProcess):
+            await anyio.to_thread.run_sync(self._write_batch, jobs, limiter=self._write_limiter)
+            return
+        async with self._write_limiter:  # what close() waits for
+            if self._closing:
+                for job in jobs:
+                    job.fail(self._closed_error())
+                return
+            groups = self._groups(jobs)
+            outcomes = await process.write([_commits(group) for group in groups])
+            for group, outcome in zip(groups, outcomes, strict=True):
+                self._settle(group, outcome)
 
     # -- the reader thread -----------------------------------------------------------------
 
@@ -213,23 +256,38 @@ class Database:
             for job in jobs:
                 job.fail(self._closed_error())
             return
-        groups = [jobs] if self._group_commit else [[job] for job in jobs]
-        for group in groups:
-            commits = [commit for job in group for commit in job.payload]
-            try:
-                results = self._transaction(commits)
-            except sqlite3.Error as exc:
-                for job in group:
-                    job.fail(translate(exc, f"writing to {self.path} failed"))
-                continue
-            start = 0
-            for job in group:
-                end = start + len(job.payload)
-                job.succeed(results[start:end])
-                start = end
+        for group in self._groups(jobs):
+            self._settle(group, self._transaction(_commits(group)))
 
-    def _transaction(self, commits: list[EncodedCommit]) -> list[Rejection | None]:
-        self.user_commits += len(commits)
-        results = write_transaction(self._writer, commits, self.indexed)
+    def _transaction(self, commits: list[EncodedCommit]) -> Outcome:
+        assert isinstance(self._writer, sqlite3.Connection)
+        try:
+            return counted_transaction(self._writer, commits, self._indexed)
+        except sqlite3.Error as exc:
+            return translate(exc, f"writing to {self.path} failed")
+
+    # -- either writer ---------------------------------------------------------------------
+
+    def _groups(self, jobs: list[WriteJob]) -> list[list[WriteJob]]:
+        """The jobs of each transaction: all of them with group commit, else one each."""
+        return [jobs] if self._group_commit else [[job] for job in jobs]
+
+    def _settle(self, group: list[WriteJob], outcome: Outcome) -> None:
+        """Give each job of one transaction its results, or its own copy of its error."""
+        self.user_commits += sum(len(job.payload) for job in group)
+        if isinstance(outcome, AdapterError):
+            for job in group:
+                job.fail(batch_failure(outcome))
+            return
+        results, touches = outcome
         self.transactions += 1
-        return results
+        self.touches += touches
+        start = 0
+        for job in group:
+            end = start + len(job.payload)
+            job.succeed(results[start:end])
+            start = end
+
+
+def _commits(group: list[WriteJob]) -> list[EncodedCommit]:
+    return [commit for job in group for commit in job.payload]

@@ -33,7 +33,7 @@ from ..base import Rejection
 from ._schema import SessionRow
 from ._updates import EncodedCommit, IndexedColumns, update_statement
 
-__all__ = ["EncodedCommit", "IndexedColumns", "write_transaction"]
+__all__ = ["EncodedCommit", "IndexedColumns", "counted_transaction", "write_transaction"]
 
 _CLAIM_NEW_USER: Final = (
     "INSERT INTO users (user_id, version) VALUES (?, 1) ON CONFLICT (user_id) DO NOTHING"
@@ -97,6 +97,19 @@ def write_transaction(
     if indexed is not None:
         indexed.committed(commits, results)
     return results
+
+
+def counted_transaction(
+    connection: sqlite3.Connection, commits: list[EncodedCommit], indexed: IndexedColumns
+) -> tuple[list[Rejection | None], int]:
+    """:func:`write_transaction`, and how many of the rows it wrote were touches.
+
+    Raises:
+        sqlite3.Error: As :func:`write_transaction`.
+    """
+    before = indexed.touches
+    results = write_transaction(connection, commits, indexed)
+    return results, indexed.touches - before
 
 
 def _one_by_one(
