@@ -132,28 +132,48 @@ async def test_open_starts_the_child_and_close_ends_it(path: Path) -> None:
 
 
 @needs_proc
-async def test_a_cancelled_open_leaves_no_child(path: Path) -> None:
+async def test_a_cancelled_open_ends_the_child_it_started(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+    start = WriterProcess.start
+
+    async def recorded(self: WriterProcess) -> None:
+        await start(self)
+        assert self.pid is not None
+        started.append(self.pid)
+
+    monkeypatch.setattr(WriterProcess, "start", recorded)
     before = children()
     adapter = SqliteSessionStoreAdapter(path, writer="process")
     # Starting an interpreter takes far longer than this: the open is cancelled while it waits
-    # for the child, which is then ended again.
-    with anyio.move_on_after(0.01) as scope:
+    # for the child (shielded), which is then ended again.
+    with anyio.move_on_after(0.05) as scope:
         await adapter.open()
     assert scope.cancelled_caught
-    assert adapter.statistics().transactions == 0
+    assert len(started) == 1
+    assert exited(started[0])
+    assert children() <= before
     with pytest.raises(AdapterError, match="not open"):
         await adapter.get("x")
-    assert children() <= before
 
 
+@pytest.mark.parametrize("exits_at_once", [False, True])
 async def test_a_child_that_cannot_start_fails_open_and_leaves_nothing_open(
-    path: Path, monkeypatch: pytest.MonkeyPatch
+    path: Path, monkeypatch: pytest.MonkeyPatch, exits_at_once: bool
 ) -> None:
-    monkeypatch.setattr(sys, "executable", str(path.parent / "no-such-python"))
+    executable = path.parent / "python"
+    if exits_at_once:  # a program that runs, and exits without a word
+        executable.write_text("#!/bin/sh\nexit 3\n")
+        executable.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(executable))
     adapter = SqliteSessionStoreAdapter(path, writer="process")
-    with pytest.raises(AdapterError, match="cannot start") as caught:
+    with pytest.raises(AdapterError, match=r"writer process for .* could not start") as caught:
         await adapter.open()
-    assert isinstance(caught.value.__cause__, OSError)
+    if exits_at_once:  # its status, seen once its pipe ended (as the backend reports it)
+        assert "could not start (status " in str(caught.value)
+    else:  # the OSError of running it
+        assert isinstance(caught.value.__cause__, FileNotFoundError)
     with pytest.raises(AdapterError, match="not open"):
         await adapter.commit([UserCommit("u", 0, (session("a"),))])
     monkeypatch.undo()
@@ -164,22 +184,109 @@ async def test_a_child_that_cannot_start_fails_open_and_leaves_nothing_open(
         await adapter.aclose()
 
 
-async def test_a_killed_child_fails_the_write_in_flight_and_the_next_write_starts_another(
+async def test_a_child_that_died_idle_is_replaced_before_the_next_write(
     adapter: SqliteSessionStoreAdapter,
 ) -> None:
     assert await adapter.commit([UserCommit("u", 0, (session("a"),))]) == [None]
     process = child_of(adapter)
-    assert process.pid is not None
-    os.kill(process.pid, signal.SIGKILL)
-    with pytest.raises(AdapterError, match="writer process exited"):
-        await adapter.commit([UserCommit("u", 1, (session("b"),))])
-    # A new child writes on; the version says whether "b" was written (it was not: the child
-    # died before it read the request).
-    snapshot = await adapter.load_user("u")
-    assert await adapter.commit([UserCommit("u", snapshot.version, (session("c"),))]) == [None]
+    first = process.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert process._process is not None
+    with anyio.fail_after(10):
+        await process._process.wait()
+    # Nothing of this write reached the dead child: it is written by a new one.
+    assert await adapter.commit([UserCommit("u", 1, (session("b"),))]) == [None]
     assert process.starts == 2
-    assert process.pid is not None
-    assert {s.id for s in (await adapter.load_user("u")).sessions} == {"a", "c"}
+    assert process.pid not in (None, first)
+    assert {s.id for s in (await adapter.load_user("u")).sessions} == {"a", "b"}
+
+
+async def test_a_child_killed_in_a_transaction_fails_that_write_and_the_next_starts_another(
+    path: Path, raw: sqlite3.Connection
+) -> None:
+    adapter = SqliteSessionStoreAdapter(path, writer="process", busy_timeout=30)
+    await adapter.open()
+    try:
+        process = child_of(adapter)
+        pid = process.pid
+        assert pid is not None
+        raw.execute("BEGIN IMMEDIATE")  # the child's transaction waits for this lock
+        failures: list[AdapterError] = []
+
+        async def commit() -> None:
+            with pytest.raises(AdapterError, match="writer process exited") as caught:
+                await adapter.commit([UserCommit("u", 0, (session("a"),))])
+            failures.append(caught.value)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(commit)
+                await anyio.sleep(0.3)  # the request is in the pipe, or the child waits
+                os.kill(pid, signal.SIGKILL)
+        assert len(failures) == 1
+        raw.execute("ROLLBACK")
+        # It died before it could commit: nothing was applied, and a new child writes on.
+        assert (await adapter.load_user("u")).version == 0
+        assert await adapter.commit([UserCommit("u", 0, (session("a"),))]) == [None]
+        assert process.starts == 2
+    finally:
+        await adapter.aclose()
+
+
+@needs_proc
+async def test_close_waits_for_the_write_in_flight_then_ends_the_child(
+    path: Path, raw: sqlite3.Connection
+) -> None:
+    adapter = SqliteSessionStoreAdapter(path, writer="process", busy_timeout=30)
+    await adapter.open()
+    pid = child_of(adapter).pid
+    assert pid is not None
+    raw.execute("BEGIN IMMEDIATE")
+    results: list[list[Rejection | None]] = []
+    closed = anyio.Event()
+
+    async def commit() -> None:
+        results.append(await adapter.commit([UserCommit("u", 0, (session("a"),))]))
+
+    async def close() -> None:
+        await adapter.aclose()
+        closed.set()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commit)
+            await anyio.sleep(0.3)
+            tg.start_soon(close)
+            await anyio.sleep(0.3)
+            assert not results
+            assert not closed.is_set()  # closing waits for the transaction
+            raw.execute("ROLLBACK")
+    assert results == [[None]]
+    assert exited(pid)
+    versions = dict(raw.execute("SELECT user_id, version FROM users").fetchall())
+    assert versions == {"u": 1}
+
+
+async def test_both_writers_count_the_same(tmp_path: Path) -> None:
+    counted = []
+    for writer in ("thread", "process"):
+        adapter = SqliteSessionStoreAdapter(tmp_path / f"{writer}.db", writer=writer)
+        await adapter.open()
+        try:
+            assert await adapter.commit([UserCommit("u", 0, (session("a"),))]) == [None]
+            assert await adapter.commit([UserCommit("u", 1, (session("a"),))]) == [None]
+            assert await adapter.commit([UserCommit("u", 1, (session("b"),))]) == [
+                Rejection.VERSION
+            ]
+            assert await adapter.commit(
+                [UserCommit("v", 0, (session("c", "v"),)), UserCommit("u", 2, (), ("a",))]
+            ) == [None, None]
+        finally:
+            await adapter.aclose()
+        counted.append(adapter.statistics())
+    assert counted[0] == counted[1]
+    assert counted[0].user_commits == 5
 
 
 async def test_the_child_ignores_an_interrupt_sent_to_the_process_group(

@@ -1,10 +1,10 @@
 """Leader/follower batching: what concurrent tasks submit is run together, one batch at a time.
 
-Both durable adapters batch this way: the SQLite adapter runs every pending write in one
-transaction in its writer thread (and every pending read in one read transaction), and the Redis
-adapter sends every pending script call in one pipeline. A flood of concurrent submissions thus
-costs a few runs -- a few transactions and disk syncs, a few round trips -- and a lone submission
-runs at once: group commit without a timer.
+The durable adapters batch this way: the SQLite adapter runs every pending write in one
+transaction in its writer thread or process (and every pending read in one read transaction),
+and the Redis adapter sends every pending script call in one pipeline. A flood of concurrent
+submissions thus costs a few runs -- a few transactions and disk syncs, a few round trips -- and
+a lone submission runs at once: group commit without a timer.
 
 A :class:`Batcher` runs at most one batch at a time, and that batch takes every job pending when
 it starts (up to ``max_batch``); jobs submitted while it runs wait, and go together into the
@@ -28,7 +28,7 @@ Cancellation, the same for every batcher:
   its next checkpoint.
 
 Everything here runs on the event loop; only ``run`` may hand the jobs to a worker thread (as
-the SQLite adapter does), which then alone touches them until ``run`` returns.
+the SQLite adapter's threads do), which then alone touches them until ``run`` returns.
 """
 
 from __future__ import annotations

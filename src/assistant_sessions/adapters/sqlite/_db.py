@@ -2,9 +2,11 @@
 
 Two connections in autocommit mode (transactions are explicit): a *writer* and a *reader*, each
 fed by one :class:`~assistant_sessions.adapters._batching.Batcher` that runs a batch as one call
-in a worker thread (``anyio.to_thread.run_sync`` with a one-token limiter of its own). So a
-connection is only ever used by one thread at a time, and reads never wait behind a disk sync
-(WAL readers do not block the writer, nor it them).
+in a worker thread (``anyio.to_thread.run_sync`` with a one-token limiter of its own), or, for
+the writer with ``writer="process"``, as one request to the child process that owns the writer
+connection (:mod:`._writer_process`). So a connection is only ever used by one thread at a
+time, and reads never wait behind a disk sync (WAL readers do not block the writer, nor it
+them).
 
 Writes: every user commit pending when the writer starts a call goes into one transaction
 (group commit: :func:`~assistant_sessions.adapters.sqlite._writes.write_transaction`); without
@@ -161,9 +163,9 @@ class Database:
         self._closing = False
         self._write_limiter = anyio.CapacityLimiter(1)
         self._read_limiter = anyio.CapacityLimiter(1)
-        #: ``writes.submit(commits)`` applies a commit call's user commits in the writer thread,
-        #: and ``reads.submit(read)`` runs a read in the reader thread, each batched with what
-        #: else is pending.
+        #: ``writes.submit(commits)`` applies a commit call's user commits in the writer thread
+        #: (or process), and ``reads.submit(read)`` runs a read in the reader thread, each
+        #: batched with what else is pending.
         self.writes: Batcher[Sequence[EncodedCommit], list[Rejection | None]] = Batcher(
             self._run_writes, max_group
         )
@@ -216,6 +218,7 @@ class Database:
                     job.fail(self._closed_error())
                 return
             groups = self._groups(jobs)
+            self.user_commits += sum(len(job.payload) for job in jobs)
             outcomes = await process.write([_commits(group) for group in groups])
             for group, outcome in zip(groups, outcomes, strict=True):
                 self._settle(group, outcome)
@@ -257,7 +260,9 @@ class Database:
                 job.fail(self._closed_error())
             return
         for group in self._groups(jobs):
-            self._settle(group, self._transaction(_commits(group)))
+            commits = _commits(group)
+            self.user_commits += len(commits)
+            self._settle(group, self._transaction(commits))
 
     def _transaction(self, commits: list[EncodedCommit]) -> Outcome:
         assert isinstance(self._writer, sqlite3.Connection)
@@ -274,7 +279,6 @@ class Database:
 
     def _settle(self, group: list[WriteJob], outcome: Outcome) -> None:
         """Give each job of one transaction its results, or its own copy of its error."""
-        self.user_commits += sum(len(job.payload) for job in group)
         if isinstance(outcome, AdapterError):
             for job in group:
                 job.fail(batch_failure(outcome))

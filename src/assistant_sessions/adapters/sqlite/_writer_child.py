@@ -12,8 +12,9 @@ frames (:mod:`._frames`).
    one outcome per group: ``("ok", results, touches)``, ``("error", error)`` for a
    ``sqlite3`` error (rolled back: nothing of the group was applied), or ``("crash",
    traceback)`` for any other exception.
-3. End of input (the parent closed the adapter, or exited, or was killed) closes the connection
-   and ends the child, after the transaction it is writing, if any.
+3. A ``None`` request (the parent closes the adapter) or the end of input (the parent exited or
+   was killed) closes the connection and ends the child, after the transaction it is writing,
+   if any.
 
 ``error`` is ``(class name, message, SQLite error code, SQLite error name)``. The child ignores
 SIGINT and SIGTERM: a Ctrl-C or a stop signal sent to the whole process group reaches the

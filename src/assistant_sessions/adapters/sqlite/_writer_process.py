@@ -14,11 +14,14 @@ The child runs the interpreter that runs this process (``sys.executable``, so no
 application) with this process's import path, so it imports this very library. It ends when
 the adapter closes, or when this process exits or is killed (at the end of its input, after
 the transaction it is writing); it ignores SIGINT and SIGTERM, so a signal to the whole process
-group leaves closing to this process. If it exits (killed, out of memory), the write that was
-in flight fails with an ``AdapterError`` (whether it was applied is then unknown, as after any
-storage failure), and the next write starts a new child. A ``sqlite3`` error in the child is
-raised as in the writer thread: an ``AdapterError`` whose cause is a ``sqlite3`` exception of
-the same class, message and error code.
+group leaves closing to this process. If it exits (killed, out of memory) while it has a
+request, that write fails with an ``AdapterError`` (whether it was applied is then unknown, as
+after any storage failure); the next write starts a new child, as does a write that finds it
+gone. Closing sends an explicit end before closing the pipe: a process forked from this one
+without exec holds a copy of the pipe, and the child would not see its end of input while that
+copy lives (after a crash of this process, the child then ends when the forks have ended).
+A ``sqlite3`` error in the child is raised as in the writer thread: an ``AdapterError`` whose
+cause is a ``sqlite3`` exception of the same class, message and error code.
 """
 
 from __future__ import annotations
@@ -101,19 +104,16 @@ class WriterProcess:
             AdapterError: The child could not start or could not open the file.
         """
         command = [sys.executable, "-c", _CHILD_CODE.format(path=list(sys.path))]
+        what = f"the writer process for {self._path} could not start"
         try:
             process = await anyio.open_process(command, stderr=None)
         except OSError as exc:
-            raise self._failure(f"cannot start {sys.executable}", exc) from exc
+            raise _caused(f"{what}: cannot run {sys.executable}", exc) from exc
         self._process = process
         assert process.stdout is not None
         self._replies = BufferedByteReceiveStream(process.stdout)
         self.starts += 1
-        try:
-            reply = await self._ask(self._opening)
-        except BaseException:
-            await self._end(kill=True)
-            raise
+        reply = await self._ask(self._opening, what)
         if reply[0] != "ready":
             await self._end(kill=True)
             raise rebuild(reply[1], f"the writer process cannot open {self._path}")
@@ -122,15 +122,18 @@ class WriterProcess:
     async def write(self, groups: Sequence[Sequence[EncodedCommit]]) -> list[Outcome]:
         """Write each group in its own transaction; one outcome per group, in order.
 
-        Call it shielded from cancellation: a request sent must have its answer read.
+        A child that has exited since the last write is replaced first.
 
         Raises:
-            AdapterError: The child has gone (the outcome of every group is unknown), or
-                could not be started again.
+            AdapterError: The child exited while it had the request (the outcome of every
+                group is unknown), or could not be started again (nothing was applied).
         """
+        if self._process is not None and self._process.returncode is not None:
+            await self._end(kill=True)  # died idle: nothing of this write reached it
         if self._process is None:
             await self.start()
-        answers = await self._ask([list(group) for group in groups])
+        what = f"writing to {self._path} failed: the writer process exited"
+        answers = await self._ask([list(group) for group in groups], what)
         outcomes: list[Outcome] = []
         for answer in answers:
             if answer[0] == "ok":
@@ -153,43 +156,60 @@ class WriterProcess:
         :data:`CLOSE_TIMEOUT` seconds, or at once when this is cancelled)."""
         await self._end(kill=False)
 
-    async def _ask(self, request: object) -> Any:
+    async def _ask(self, request: object, what: str) -> Any:
+        """Send ``request`` and return the answer. Whatever interrupts this (the child
+        exiting, an exception, a cancellation that was not shielded) ends the child, so that a
+        later request never reads an answer meant for this one."""
         process, replies = self._process, self._replies
         assert process is not None
         assert process.stdin is not None
         assert replies is not None
+        frame = pack(request)
         try:
-            await process.stdin.send(pack(request))
+            await process.stdin.send(frame)
             (length,) = HEADER.unpack(await replies.receive_exactly(HEADER.size))
             return pickle.loads(await replies.receive_exactly(length))
         except _GONE as exc:
-            status = await self._end(kill=True)
-            raise self._failure(f"the writer process exited (status {status})", exc) from exc
+            with anyio.CancelScope(shield=True):
+                status = await self._end(kill=True)
+            raise _caused(f"{what} (status {status})", exc) from exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._end(kill=True)
+            raise
 
     async def _end(self, *, kill: bool) -> int | None:
         process, self._process, self._replies = self._process, None, None
         if process is None:
             return None
         try:
-            if kill:
-                process.kill()
-            else:
+            if not kill:
                 assert process.stdin is not None
                 with contextlib.suppress(*_GONE):
-                    await process.stdin.aclose()  # the child's end of input
-            with anyio.move_on_after(CLOSE_TIMEOUT):
-                return await process.wait()
-            process.kill()
+                    # An explicit end, then end of input: a process forked from this one
+                    # (without exec) may hold the pipe open.
+                    await process.stdin.send(pack(None))
+                    await process.stdin.aclose()
+                with anyio.move_on_after(CLOSE_TIMEOUT):
+                    return await process.wait()
+            _kill(process)
             return await process.wait()
         except BaseException:
-            if process.returncode is None:
-                process.kill()
+            _kill(process)
             raise
         finally:
             with anyio.CancelScope(shield=True):
                 await process.aclose()
 
-    def _failure(self, what: str, exc: BaseException) -> AdapterError:
-        error = AdapterError(f"writing to {self._path} failed: {what}")
-        error.__cause__ = exc
-        return error
+
+def _kill(process: anyio.abc.Process) -> None:
+    if process.returncode is None:
+        # It may have exited since: asyncio then refuses to signal it.
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
+
+def _caused(message: str, exc: BaseException) -> AdapterError:
+    error = AdapterError(message)
+    error.__cause__ = exc
+    return error
