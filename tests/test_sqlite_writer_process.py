@@ -4,6 +4,7 @@ and its errors. Real database files in ``tmp_path`` and real child processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -47,6 +48,17 @@ async def adapter(path: Path) -> AsyncIterator[SqliteSessionStoreAdapter]:
         yield opened
     finally:
         await opened.aclose()
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path, busy_timeout: float) -> AsyncIterator[SqliteSessionStoreAdapter]:
+    """An open adapter with its writer in a child, waiting ``busy_timeout`` for a lock."""
+    adapter = SqliteSessionStoreAdapter(path, writer="process", busy_timeout=busy_timeout)
+    await adapter.open()
+    try:
+        yield adapter
+    finally:
+        await adapter.aclose()
 
 
 def session(session_id: str, user_id: str = "u") -> Session:
@@ -205,9 +217,7 @@ async def test_a_child_that_died_idle_is_replaced_before_the_next_write(
 async def test_a_child_killed_in_a_transaction_fails_that_write_and_the_next_starts_another(
     path: Path, raw: sqlite3.Connection
 ) -> None:
-    adapter = SqliteSessionStoreAdapter(path, writer="process", busy_timeout=30)
-    await adapter.open()
-    try:
+    async with opened(path, 30) as adapter:
         process = child_of(adapter)
         pid = process.pid
         assert pid is not None
@@ -230,8 +240,6 @@ async def test_a_child_killed_in_a_transaction_fails_that_write_and_the_next_sta
         assert (await adapter.load_user("u")).version == 0
         assert await adapter.commit([UserCommit("u", 0, (session("a"),))]) == [None]
         assert process.starts == 2
-    finally:
-        await adapter.aclose()
 
 
 @needs_proc
@@ -303,9 +311,7 @@ async def test_the_child_ignores_an_interrupt_sent_to_the_process_group(
 async def test_a_database_error_in_the_child_is_an_adapter_error_caused_by_it(
     path: Path, raw: sqlite3.Connection
 ) -> None:
-    adapter = SqliteSessionStoreAdapter(path, writer="process", busy_timeout=0.2)
-    await adapter.open()
-    try:
+    async with opened(path, 0.2) as adapter:
         raw.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         with pytest.raises(AdapterError, match=r"writing to .* failed: OperationalError") as caught:
             await adapter.commit([UserCommit("u", 0, (session("a"),))])
@@ -317,5 +323,3 @@ async def test_a_database_error_in_the_child_is_an_adapter_error_caused_by_it(
         assert (await adapter.load_user("u")).version == 0
         assert await adapter.commit([UserCommit("u", 0, (session("a"),))]) == [None]
         assert await adapter.commit([UserCommit("u", 0, (session("b"),))]) == [Rejection.VERSION]
-    finally:
-        await adapter.aclose()

@@ -22,7 +22,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.to_thread
@@ -32,8 +32,10 @@ from .._batching import Batcher, Job
 from ..base import Rejection, batch_failure
 from ._reads import Read
 from ._schema import migrate
-from ._writer_process import Outcome, WriterProcess
 from ._writes import EncodedCommit, IndexedColumns, counted_transaction, write_transaction
+
+if TYPE_CHECKING:
+    from ._writer_process import Outcome, WriterProcess
 
 __all__ = [
     "Database",
@@ -185,7 +187,7 @@ class Database:
         try:
             await anyio.to_thread.run_sync(self._close_connections)
         finally:
-            if isinstance(self._writer, WriterProcess):
+            if not isinstance(self._writer, sqlite3.Connection):
                 await self._writer.aclose()
 
     def _close_connections(self) -> None:
@@ -209,7 +211,7 @@ class Database:
 
     async def _run_writes(self, jobs: list[WriteJob]) -> None:
         process = self._writer
-        if not isinstance(process, WriterProcess):
+        if isinstance(process, sqlite3.Connection):
             await anyio.to_thread.run_sync(self._write_batch, jobs, limiter=self._write_limiter)
             return
         async with self._write_limiter:  # what close() waits for

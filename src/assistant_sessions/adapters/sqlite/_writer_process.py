@@ -40,6 +40,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ...errors import AdapterError
 from ..base import Rejection
+from ._db import translate
 from ._frames import HEADER, ErrorTuple, pack
 from ._writes import EncodedCommit
 
@@ -76,9 +77,7 @@ def rebuild(error: ErrorTuple, what: str) -> AdapterError:
     cause = kind(message)
     if code is not None and code_name is not None:
         cause.sqlite_errorcode, cause.sqlite_errorname = code, code_name
-    result = AdapterError(f"{what}: {name}: {message}")
-    result.__cause__ = cause
-    return result
+    return translate(cause, what)
 
 
 @final
