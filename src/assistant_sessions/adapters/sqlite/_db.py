@@ -22,7 +22,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, final
 
 import anyio
 import anyio.to_thread
@@ -30,12 +30,11 @@ import anyio.to_thread
 from ...errors import AdapterError
 from .._batching import Batcher, Job
 from ..base import Rejection, batch_failure
+from ._errors import translate
 from ._reads import Read
 from ._schema import migrate
+from ._writer_process import Outcome, WriterProcess
 from ._writes import EncodedCommit, IndexedColumns, counted_transaction, write_transaction
-
-if TYPE_CHECKING:
-    from ._writer_process import Outcome, WriterProcess
 
 __all__ = [
     "Database",
@@ -65,13 +64,6 @@ MAX_READ_BATCH: Final = 512
 WriteJob = Job[Sequence[EncodedCommit], list[Rejection | None]]
 #: A read job.
 ReadJob = Job[Read, Any]
-
-
-def translate(exc: sqlite3.Error, what: str) -> AdapterError:
-    """The :class:`AdapterError` of a driver error (the driver error is its cause)."""
-    error = AdapterError(f"{what}: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
 
 
 def connect(
@@ -187,7 +179,7 @@ class Database:
         try:
             await anyio.to_thread.run_sync(self._close_connections)
         finally:
-            if not isinstance(self._writer, sqlite3.Connection):
+            if isinstance(self._writer, WriterProcess):
                 await self._writer.aclose()
 
     def _close_connections(self) -> None:
@@ -211,7 +203,7 @@ class Database:
 
     async def _run_writes(self, jobs: list[WriteJob]) -> None:
         process = self._writer
-        if isinstance(process, sqlite3.Connection):
+        if not isinstance(process, WriterProcess):
             await anyio.to_thread.run_sync(self._write_batch, jobs, limiter=self._write_limiter)
             return
         async with self._write_limiter:  # what close() waits for

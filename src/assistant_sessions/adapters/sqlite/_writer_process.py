@@ -40,7 +40,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ...errors import AdapterError
 from ..base import Rejection
-from ._db import translate
+from ._errors import translate
 from ._frames import HEADER, ErrorTuple, pack
 from ._writes import EncodedCommit
 
